@@ -1,0 +1,35 @@
+#pragma once
+// Operations endpoints: GET /api/health (liveness, public), GET /api/status
+// (owner: version, uptime, SQLite and KV with their latency) and
+// GET /metrics (Prometheus text format, public like most exporters; put it
+// behind the network's own controls in production).
+#include "alou/http/router.hpp"
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace alou::storage {
+class Database;
+class Kv;
+}
+namespace alou::metrics {
+class Registry;
+}
+
+namespace alou::ops {
+
+struct StatusSources {
+  std::string version;
+  std::chrono::steady_clock::time_point started;
+  storage::Database& db;
+  storage::Kv& kv;
+  metrics::Registry& metrics;
+  std::function<std::size_t()> connections;
+};
+
+// Registers the three routes and the process gauges (uptime, build info,
+// storage latency histograms).
+void add_routes(http::Router& router, StatusSources sources);
+
+}  // namespace alou::ops

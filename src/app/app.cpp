@@ -1,0 +1,162 @@
+#include "alou/app/app.hpp"
+
+#include "alou/auth/filters.hpp"
+#include "alou/auth/keys.hpp"
+#include "alou/core/log.hpp"
+#include "alou/core/metrics.hpp"
+#include "alou/http/filters.hpp"
+#include "alou/http/server.hpp"
+#include "alou/ops/ops.hpp"
+#include "alou/storage/database.hpp"
+#include "alou/storage/kv.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_future.hpp>
+#include <spdlog/spdlog.h>
+
+#include <future>
+#include <thread>
+
+namespace alou::app {
+namespace net = boost::asio;
+
+namespace {
+
+class AppImpl final : public App {
+ public:
+  explicit AppImpl(Settings s) : settings_(std::move(s)) {}
+
+  ~AppImpl() override { stop(); }
+
+  Result<void> init(AppOptions options) {
+    auto db = storage::Database::open(settings_.storage);
+    if (!db) return db.error();
+    db_ = std::move(*db);
+    auto migrated = db_->migrate(storage::default_migrations_dir());
+    if (!migrated) return migrated.error();
+    for (const auto& name : migrated->applied) spdlog::info("applied migration {}", name);
+
+    auto kv = settings_.storage.redis_url.empty()
+                  ? storage::make_embedded_kv(ioc_.get_executor(), *db_, settings_.storage)
+                  : storage::make_redis_kv(ioc_.get_executor(), settings_.storage);
+    if (!kv) return kv.error();
+    kv_ = std::move(*kv);
+
+    std::optional<std::string> admin_key;
+    if (!settings_.auth.admin_key_env.empty()) {
+      admin_key = process_env(settings_.auth.admin_key_env.c_str());
+      if (admin_key && admin_key->size() < 16) {
+        return Error::bad_request(settings_.auth.admin_key_env + " must be at least 16 characters", "config_invalid");
+      }
+      if (admin_key) log::add_secret(*admin_key);
+    }
+    keys_ = std::make_unique<auth::KeyStore>(*db_, std::chrono::milliseconds(settings_.auth.key_cache_ms), admin_key);
+
+    http::Router router;
+    ops::add_routes(router, ops::StatusSources{
+                                .version = kVersion,
+                                .started = started_,
+                                .db = *db_,
+                                .kv = *kv_,
+                                .metrics = metrics_,
+                                .connections = [this] { return server_ ? server_->connections() : 0; },
+                            });
+    if (options.extra_routes) options.extra_routes(router);
+
+    // The filter chain, in order (STYLE.md: read it top to bottom).
+    std::vector<std::shared_ptr<http::Filter>> filters;
+    filters.push_back(http::make_request_id_filter());
+    filters.push_back(http::make_observability_filter(metrics_, router, settings_.log.access_log));
+    filters.push_back(http::make_cors_filter(settings_.server.cors_origins));
+    filters.push_back(auth::make_auth_filter({auth::make_key_resolver(*keys_)}));
+    filters.push_back(auth::make_rate_limit_filter(*kv_, metrics_));
+
+    auto server = http::Server::create(ioc_, settings_.server, std::move(router), std::move(filters), metrics_);
+    if (!server) return server.error();
+    server_ = std::move(*server);
+    return {};
+  }
+
+  net::ip::tcp::endpoint endpoint() const override { return server_->endpoint(); }
+
+  std::string url() const override {
+    const auto ep = endpoint();
+    const auto addr = ep.address();
+    std::string host = addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string();
+    return std::string(server_->tls() ? "https" : "http") + "://" + host + ":" + std::to_string(ep.port());
+  }
+
+  void start() override {
+    if (started_threads_) return;
+    started_threads_ = true;
+    server_->start();
+    unsigned n = settings_.server.threads > 0 ? static_cast<unsigned>(settings_.server.threads)
+                                              : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
+  }
+
+  void stop() override {
+    if (stopped_) return;
+    stopped_ = true;
+    if (started_threads_) {
+      auto done = net::co_spawn(ioc_, server_->shutdown(std::chrono::milliseconds(settings_.server.shutdown_timeout_ms)),
+                                net::use_future);
+      done.wait();
+      work_.reset();
+      ioc_.stop();
+      for (auto& t : threads_) t.join();
+      threads_.clear();
+    }
+    if (kv_) kv_->flush();
+    if (db_) db_->close();
+    spdlog::info("stopped");
+  }
+
+  int run_until_signal() override {
+    net::io_context signals_ctx;
+    net::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+    int which = 0;
+    signals.async_wait([&](const boost::system::error_code&, int sig) { which = sig; });
+    start();
+    signals_ctx.run();
+    spdlog::info("received signal {}, shutting down", which);
+    stop();
+    return 0;
+  }
+
+  metrics::Registry& metrics() override { return metrics_; }
+  storage::Database& db() override { return *db_; }
+  storage::Kv& kv() override { return *kv_; }
+  auth::KeyStore& keys() override { return *keys_; }
+
+ private:
+  // Declaration order is teardown order reversed: the metrics outlive the
+  // io_context (whose destructor destroys any coroutine frame still queued,
+  // and those may touch gauges), and every io object dies before it.
+  Settings settings_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  metrics::Registry metrics_;
+  net::io_context ioc_;
+  net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(ioc_);
+  std::unique_ptr<storage::Database> db_;
+  std::unique_ptr<storage::Kv> kv_;
+  std::unique_ptr<auth::KeyStore> keys_;
+  std::unique_ptr<http::Server> server_;
+  std::vector<std::thread> threads_;
+  bool started_threads_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<App>> App::create(Settings settings, AppOptions options) {
+  auto app = std::make_unique<AppImpl>(std::move(settings));
+  if (auto r = app->init(std::move(options)); !r) return r.error();
+  return std::unique_ptr<App>(std::move(app));
+}
+
+}  // namespace alou::app

@@ -1,0 +1,255 @@
+// The command line of DESIGN.md. Secrets never come from argv: the admin
+// key, provider keys and the like are read from the environment only.
+#include "alou/app/app.hpp"
+#include "alou/auth/keys.hpp"
+#include "alou/core/log.hpp"
+#include "alou/core/money.hpp"
+#include "alou/storage/database.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace alou::app {
+namespace {
+
+constexpr const char* kUsage = R"(usage: alou <command> [options]
+
+commands:
+  serve    [--config FILE] [--listen HOST:PORT] [--data-dir DIR]   run the gateway
+  migrate  [--config FILE]                                         apply database migrations and exit
+  keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--budget USD]
+  keys list
+  keys revoke ID_OR_NAME
+  version                                                          print the version
+
+Every setting can also come from ALOU_<SECTION>_<KEY> (e.g. ALOU_SERVER_LISTEN).
+Run `alou <command> --help` for details.
+)";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;
+  bool help = false;
+};
+
+// --flag value | --flag=value; flags in `booleans` take no value.
+Result<Args> parse_args(int argc, char** argv, int first) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      a.help = true;
+    } else if (arg.starts_with("--")) {
+      std::string name = arg.substr(2);
+      std::string value;
+      if (const auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return Error::bad_request("--" + name + " needs a value");
+      }
+      a.flags[name] = value;
+    } else {
+      a.positional.push_back(arg);
+    }
+  }
+  return a;
+}
+
+Result<void> only_flags(const Args& a, std::initializer_list<const char*> allowed) {
+  for (const auto& [k, v] : a.flags) {
+    bool ok = false;
+    for (const char* name : allowed) ok = ok || k == name;
+    if (!ok) return Error::bad_request("unknown option --" + k);
+  }
+  return {};
+}
+
+int fail(const std::string& msg, int code = 1) {
+  std::fprintf(stderr, "alou: %s\n", msg.c_str());
+  return code;
+}
+
+Result<Settings> settings_for(const Args& a) {
+  const auto it = a.flags.find("config");
+  const std::string path = it != a.flags.end() ? it->second : "config/alou.toml";
+  auto s = load_settings(path);
+  if (!s) return s;
+  if (auto l = a.flags.find("listen"); l != a.flags.end()) s->server.listen = l->second;
+  if (auto d = a.flags.find("data-dir"); d != a.flags.end()) s->storage.data_dir = d->second;
+  return s;
+}
+
+bool init_logging(const Settings& s) {
+  std::string err;
+  if (!log::init(s.log, &err)) {
+    std::fprintf(stderr, "alou: %s: log: %s\n", s.source.c_str(), err.c_str());
+    return false;
+  }
+  return true;
+}
+
+int cmd_serve(const Args& a) {
+  if (a.help) {
+    std::puts("usage: alou serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n\n"
+              "Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests and exits 0.");
+    return 0;
+  }
+  if (auto r = only_flags(a, {"config", "listen", "data-dir"}); !r) return fail(r.error().message, 2);
+  auto s = settings_for(a);
+  if (!s) return fail(s.error().message);
+  if (!init_logging(*s)) return 1;
+  auto app = App::create(std::move(*s));
+  if (!app) return fail(app.error().message);
+  return (*app)->run_until_signal();
+}
+
+int cmd_migrate(const Args& a) {
+  if (a.help) {
+    std::puts("usage: alou migrate [--config FILE]\n\nApplies migrations/NNNN_*.sql not yet recorded and exits.");
+    return 0;
+  }
+  if (auto r = only_flags(a, {"config", "data-dir"}); !r) return fail(r.error().message, 2);
+  auto s = settings_for(a);
+  if (!s) return fail(s.error().message);
+  auto db = storage::Database::open(s->storage);
+  if (!db) return fail(db.error().message);
+  auto st = (*db)->migrate(storage::default_migrations_dir());
+  if (!st) return fail(st.error().message);
+  for (const auto& name : st->applied) std::printf("applied %s\n", name.c_str());
+  std::printf("schema version %d\n", st->version);
+  return 0;
+}
+
+std::string fmt_opt(const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : "-"; }
+
+int cmd_keys(const Args& a) {
+  const std::string sub = a.positional.empty() ? "" : a.positional[0];
+  if (a.help || sub.empty()) {
+    std::puts(
+        "usage: alou keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] "
+        "[--budget USD]\n"
+        "       alou keys list\n"
+        "       alou keys revoke ID_OR_NAME\n\n"
+        "create prints the new key (sk-alou-...) once, alone on its line on stdout.");
+    return sub.empty() && !a.help ? 2 : 0;
+  }
+  if (auto r = only_flags(a, {"config", "data-dir", "name", "role", "models", "rpm", "tpm", "budget", "credit"}); !r) {
+    return fail(r.error().message, 2);
+  }
+  auto s = settings_for(a);
+  if (!s) return fail(s.error().message);
+  spdlog::set_level(spdlog::level::warn);
+  auto db = storage::Database::open(s->storage);
+  if (!db) return fail(db.error().message);
+  if (auto m = (*db)->migrate(storage::default_migrations_dir()); !m) return fail(m.error().message);
+  auth::KeyStore keys(**db, std::chrono::milliseconds(0), std::nullopt);
+
+  if (sub == "create") {
+    auth::NewKey nk;
+    const auto name = a.flags.find("name");
+    if (name == a.flags.end()) return fail("keys create needs --name NAME", 2);
+    nk.name = name->second;
+    if (auto r = a.flags.find("role"); r != a.flags.end()) {
+      if (r->second != "owner" && r->second != "member") return fail("--role must be owner or member", 2);
+      nk.role = r->second == "owner" ? Role::kOwner : Role::kMember;
+    }
+    if (auto m = a.flags.find("models"); m != a.flags.end()) {
+      std::string item;
+      for (const char c : m->second + ",") {
+        if (c == ',') {
+          if (!item.empty()) nk.models.push_back(item);
+          item.clear();
+        } else {
+          item.push_back(c);
+        }
+      }
+    }
+    for (auto [flag, target] : {std::pair{"rpm", &nk.rpm}, std::pair{"tpm", &nk.tpm}}) {
+      if (auto f = a.flags.find(flag); f != a.flags.end()) {
+        try {
+          std::size_t used = 0;
+          const long long v = std::stoll(f->second, &used);
+          if (used != f->second.size() || v <= 0) throw std::invalid_argument("");
+          *target = v;
+        } catch (const std::exception&) {
+          return fail(std::string("--") + flag + " must be a positive integer", 2);
+        }
+      }
+    }
+    if (auto b = a.flags.find("budget"); b != a.flags.end()) {
+      auto nanos = parse_money(b->second);
+      if (!nanos || *nanos < 0) return fail("--budget must be a non-negative USD amount like 25 or 2.50", 2);
+      nk.budget_nanos = *nanos;
+    }
+    if (a.flags.count("credit")) {
+      return fail("--credit needs the billing ledger, which this build does not have yet", 2);
+    }
+    auto created = keys.create(nk);
+    if (!created) return fail(created.error().message);
+    std::fprintf(stderr, "created key %s (%s, %s)\n", created->first.id.c_str(), created->first.name.c_str(),
+                 role_name(created->first.role));
+    std::printf("%s\n", created->second.c_str());
+    return 0;
+  }
+  if (sub == "list") {
+    auto list = keys.list();
+    if (!list) return fail(list.error().message);
+    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-20s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM", "MODELS",
+                "STATE");
+    for (const auto& k : *list) {
+      std::string models;
+      for (const auto& m : k.models) models += (models.empty() ? "" : ",") + m;
+      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-20s %s\n", k.id.c_str(), k.name.c_str(), k.prefix.c_str(),
+                  role_name(k.role), fmt_opt(k.rpm).c_str(), fmt_opt(k.tpm).c_str(),
+                  models.empty() ? "*" : models.c_str(), k.revoked_at_ms ? "revoked" : "active");
+    }
+    return 0;
+  }
+  if (sub == "revoke") {
+    if (a.positional.size() != 2) return fail("usage: alou keys revoke ID_OR_NAME", 2);
+    auto r = keys.revoke(a.positional[1]);
+    if (!r) return fail(r.error().message);
+    std::printf("revoked %s (%s)\n", r->id.c_str(), r->name.c_str());
+    return 0;
+  }
+  return fail("unknown keys command \"" + sub + "\" (create, list, revoke)", 2);
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (cmd == "version" || cmd == "--version") {
+    std::printf("alou %s\n", kVersion);
+    return 0;
+  }
+  auto args = parse_args(argc, argv, 2);
+  if (!args) return fail(args.error().message, 2);
+  if (cmd == "serve") return cmd_serve(*args);
+  if (cmd == "migrate") return cmd_migrate(*args);
+  if (cmd == "keys") return cmd_keys(*args);
+  if (cmd == "credit" || cmd == "ledger" || cmd == "node" || cmd == "mock-upstream") {
+    return fail("\"" + cmd + "\" is part of the contract but not built yet in this version", 2);
+  }
+  std::fputs(kUsage, stderr);
+  return fail("unknown command \"" + cmd + "\"", 2);
+}
+
+}  // namespace alou::app

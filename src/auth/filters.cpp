@@ -1,0 +1,127 @@
+#include "alou/auth/filters.hpp"
+
+#include "alou/auth/keys.hpp"
+#include "alou/core/metrics.hpp"
+#include "alou/http/exchange.hpp"
+#include "alou/storage/kv.hpp"
+
+#include <boost/beast/http/field.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+namespace alou::auth {
+namespace {
+
+class KeyResolver final : public CredentialResolver {
+ public:
+  explicit KeyResolver(KeyStore& keys) : keys_(keys) {}
+  boost::asio::awaitable<std::optional<Principal>> resolve(std::string_view credential) override {
+    std::string secret(credential);
+    co_return co_await keys_.authenticate(std::move(secret));
+  }
+
+ private:
+  KeyStore& keys_;
+};
+
+std::string_view bearer_token(std::string_view header) {
+  constexpr std::string_view kBearer = "bearer ";
+  if (header.size() <= kBearer.size()) return {};
+  for (std::size_t i = 0; i < kBearer.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kBearer[i]) return {};
+  }
+  auto token = header.substr(kBearer.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  return token;
+}
+
+class AuthFilter final : public http::Filter {
+ public:
+  explicit AuthFilter(std::vector<std::shared_ptr<CredentialResolver>> resolvers) : resolvers_(std::move(resolvers)) {}
+
+  boost::asio::awaitable<std::optional<http::Response>> on_request(http::Exchange& ex) override {
+    const auto* route = ex.route();
+    if (!route || route->options.access == http::Access::kPublic) co_return std::nullopt;
+    std::string_view credential = bearer_token(ex.request()[http::bhttp::field::authorization]);
+    if (credential.empty() && route->options.format == http::ErrorFormat::kAnthropic) {
+      credential = ex.request()["x-api-key"];
+    }
+    if (credential.empty()) {
+      co_return ex.error(Error::unauthorized(
+          "missing credentials: send Authorization: Bearer <API key or wallet token>", "missing_credentials"));
+    }
+    if (credential.size() > 4096) co_return ex.error(Error::unauthorized("invalid credentials", "invalid_api_key"));
+    for (const auto& r : resolvers_) {
+      if (auto p = co_await r->resolve(credential)) {
+        ex.principal = std::move(*p);
+        break;
+      }
+    }
+    if (!ex.principal) co_return ex.error(Error::unauthorized("invalid or revoked credentials", "invalid_api_key"));
+    if (route->options.access == http::Access::kOwner && !ex.principal->is_owner()) {
+      co_return ex.error(Error::forbidden("this endpoint needs an owner key", "owner_only"));
+    }
+    co_return std::nullopt;
+  }
+
+ private:
+  std::vector<std::shared_ptr<CredentialResolver>> resolvers_;
+};
+
+class RateLimitFilter final : public http::Filter {
+ public:
+  RateLimitFilter(storage::Kv& kv, metrics::Registry& m)
+      : kv_(kv),
+        limited_(m.counter("alou_ratelimit_rejected_total", "Requests refused by a rate limit", {{"limit", "rpm"}})),
+        kv_errors_(m.counter("alou_ratelimit_kv_errors_total",
+                             "Rate-limit checks skipped because the KV did not answer")) {}
+
+  boost::asio::awaitable<std::optional<http::Response>> on_request(http::Exchange& ex) override {
+    if (!ex.principal || !ex.principal->rpm) co_return std::nullopt;
+    const auto rpm = static_cast<double>(*ex.principal->rpm);
+    std::string key = "rl:rpm:" + ex.principal->id;
+    auto r = co_await kv_.take_tokens(std::move(key), rpm, rpm / 60.0, 1.0);
+    if (!r) {
+      kv_errors_.inc();
+      spdlog::warn("[{}] rate limit skipped: {}", ex.request_id, r.error().message);
+      co_return std::nullopt;
+    }
+    const auto reset_s = std::chrono::duration<double>(r->reset_after).count();
+    char reset[32];
+    std::snprintf(reset, sizeof reset, "%.3fs", reset_s);
+    ex.response_headers.emplace_back("x-ratelimit-limit-requests", std::to_string(*ex.principal->rpm));
+    ex.response_headers.emplace_back("x-ratelimit-remaining-requests",
+                                     std::to_string(static_cast<std::int64_t>(std::floor(r->remaining))));
+    ex.response_headers.emplace_back("x-ratelimit-reset-requests", reset);
+    if (r->allowed) co_return std::nullopt;
+    limited_.inc();
+    const auto retry_s = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(std::ceil(std::chrono::duration<double>(r->retry_after).count())));
+    auto res = ex.error(Error{429, "rate_limit_exceeded",
+                              "rate limit of " + std::to_string(*ex.principal->rpm) +
+                                  " requests per minute reached; retry in " + std::to_string(retry_s) + " s"});
+    res.set(http::bhttp::field::retry_after, std::to_string(retry_s));
+    co_return res;
+  }
+
+ private:
+  storage::Kv& kv_;
+  metrics::Counter& limited_;
+  metrics::Counter& kv_errors_;
+};
+
+}  // namespace
+
+std::shared_ptr<CredentialResolver> make_key_resolver(KeyStore& keys) { return std::make_shared<KeyResolver>(keys); }
+
+std::shared_ptr<http::Filter> make_auth_filter(std::vector<std::shared_ptr<CredentialResolver>> resolvers) {
+  return std::make_shared<AuthFilter>(std::move(resolvers));
+}
+
+std::shared_ptr<http::Filter> make_rate_limit_filter(storage::Kv& kv, metrics::Registry& metrics) {
+  return std::make_shared<RateLimitFilter>(kv, metrics);
+}
+
+}  // namespace alou::auth

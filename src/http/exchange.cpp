@@ -1,0 +1,190 @@
+#include "alou/http/exchange.hpp"
+
+#include "connection.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/beast/http/field.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace alou::http {
+namespace {
+
+// Marks a Response as "already answered through the connection".
+constexpr auto kStreamedField = "x-alou-streamed";
+
+const char* openai_type(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 402: return "insufficient_quota";
+    case 403: return "permission_error";
+    case 429: return "rate_limit_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+const char* anthropic_type(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 402: return "billing_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503:
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+}  // namespace
+
+Exchange::Exchange(Request& req, Connection& conn, boost::asio::ip::tcp::endpoint remote)
+    : req_(req), conn_(conn), remote_(std::move(remote)) {
+  const std::string_view target = req_.target();
+  const auto q = target.find('?');
+  path_ = target.substr(0, q);
+  if (q != std::string_view::npos) query_ = target.substr(q + 1);
+}
+
+std::optional<std::string> Exchange::query_param(std::string_view name) const {
+  std::string_view rest = query_;
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const auto part = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    const auto eq = part.find('=');
+    std::string key;
+    if (!percent_decode(part.substr(0, eq), key, true) || key != name) continue;
+    std::string value;
+    if (eq != std::string_view::npos && !percent_decode(part.substr(eq + 1), value, true)) return std::nullopt;
+    return value;
+  }
+  return std::nullopt;
+}
+
+std::string_view Exchange::param(std::string_view name) const {
+  for (const auto& [k, v] : match.params) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+Response Exchange::error(const Error& e) const {
+  return make_error_response(format, e, request_id, req_.version());
+}
+
+Response Exchange::json(Status status, std::string body) const {
+  Response res{status, req_.version()};
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = std::move(body);
+  return res;
+}
+
+Response Exchange::streamed() {
+  Response r;
+  r.set(kStreamedField, "1");
+  return r;
+}
+
+bool Exchange::is_streamed(const Response& r) { return r.count(kStreamedField) != 0; }
+
+boost::asio::awaitable<std::unique_ptr<WebSocket>> Exchange::accept_websocket(WebSocketOptions options) {
+  co_return co_await conn_.upgrade(req_, options);
+}
+
+Response make_error_response(ErrorFormat format, const Error& e, std::string_view request_id, unsigned version) {
+  nlohmann::json body;
+  switch (format) {
+    case ErrorFormat::kOpenAi:
+      body = {{"error",
+               {{"message", e.message}, {"type", openai_type(e.status)}, {"param", nullptr}, {"code", e.code}}}};
+      break;
+    case ErrorFormat::kAnthropic:
+      body = {{"type", "error"}, {"error", {{"type", anthropic_type(e.status)}, {"message", e.message}}}};
+      break;
+    case ErrorFormat::kAlou:
+      body = {{"error", {{"code", e.code}, {"message", e.message}, {"request_id", request_id}}}};
+      break;
+  }
+  Response res{static_cast<Status>(e.status), version};
+  res.set(bhttp::field::content_type, "application/json");
+  if (!request_id.empty()) res.set("x-request-id", request_id);
+  res.body() = body.dump();
+  return res;
+}
+
+ErrorFormat format_for_path(std::string_view path) {
+  if (path == "/v1/messages" || path.starts_with("/v1/messages/")) return ErrorFormat::kAnthropic;
+  if (path.starts_with("/v1/")) return ErrorFormat::kOpenAi;
+  return ErrorFormat::kAlou;
+}
+
+boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  ex.match = router_.match(ex.request().method(), ex.path());
+  ex.format = ex.route() ? ex.route()->options.format : format_for_path(ex.path());
+  std::optional<Response> res;
+  try {
+    for (auto& f : filters_) {
+      res = co_await f->on_request(ex);
+      if (res) break;
+    }
+    if (!res) {
+      if (!ex.route()) {
+        if (ex.match.allow.empty()) {
+          res = ex.error(Error::not_found("no route for " + std::string(ex.path())));
+        } else {
+          res = ex.error(Error{405, "method_not_allowed",
+                               std::string(bhttp::to_string(ex.request().method())) + " is not allowed on " +
+                                   std::string(ex.path())});
+          res->set(bhttp::field::allow, ex.match.allow);
+        }
+      } else if (ex.route()->options.watch_client) {
+        auto& conn = ex.connection();
+        auto r = co_await (ex.route()->handler(ex) || conn.watch_read());
+        if (r.index() == 0) {
+          res = std::move(std::get<0>(r));
+        } else {
+          // The client went away: the handler was cancelled; nothing to send.
+          conn.close_after_response();
+          if (ex.sent_status == 0) ex.sent_status = 499;
+          res = Exchange::streamed();
+        }
+      } else {
+        res = co_await ex.route()->handler(ex);
+      }
+    }
+  } catch (const ErrorException& e) {
+    res = ex.error(e.error());
+  } catch (const boost::system::system_error& e) {
+    if (ex.head_sent) {
+      ex.connection().close_after_response();
+      res = Exchange::streamed();
+    } else {
+      spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
+      res = ex.error(Error::internal("internal error"));
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
+    if (ex.head_sent) {
+      ex.connection().close_after_response();
+      res = Exchange::streamed();
+    } else {
+      res = ex.error(Error::internal("internal error"));
+    }
+  }
+  if (!Exchange::is_streamed(*res)) finish_head(ex, *res);
+  co_return std::move(*res);
+}
+
+void Pipeline::finish_head(Exchange& ex, Response& res) {
+  for (const auto& [k, v] : ex.response_headers) res.set(k, v);
+  for (auto it = filters_.rbegin(); it != filters_.rend(); ++it) (*it)->on_response(ex, res);
+}
+
+void Pipeline::complete(Exchange& ex) {
+  for (auto& f : filters_) f->on_complete(ex);
+}
+
+}  // namespace alou::http

@@ -1,0 +1,543 @@
+#include "alou/http/server.hpp"
+
+#include "alou/core/metrics.hpp"
+#include "alou/core/random.hpp"
+#include "alou/http/exchange.hpp"
+#include "alou/http/websocket.hpp"
+#include "connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <unordered_set>
+
+namespace alou::http {
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace ws = beast::websocket;
+using tcp = net::ip::tcp;
+
+namespace {
+
+constexpr auto kAwait = net::as_tuple(net::use_awaitable);
+constexpr std::chrono::seconds kWriteTimeout{30};
+
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  virtual ~SessionBase() = default;
+  virtual net::any_io_executor session_executor() = 0;
+  virtual void begin_shutdown() = 0;  // on the session's strand
+  virtual void force_close() = 0;     // on the session's strand
+};
+
+// State shared by the listener and every session.
+struct Shared {
+  Shared(const ServerSettings& s, Router router, std::vector<std::shared_ptr<Filter>> filters,
+         metrics::Registry& m)
+      : settings(s),
+        pipeline(std::move(router), std::move(filters)),
+        connections_gauge(m.gauge("alou_http_connections", "Open client connections")),
+        in_flight(m.gauge("alou_http_requests_in_flight", "Requests being handled")),
+        rejected(m.counter("alou_http_connections_rejected_total",
+                           "Connections closed at once because max_connections was reached")),
+        bad_requests(m.counter("alou_http_bad_requests_total",
+                               "Requests refused before routing (malformed, too large, timed out)")) {}
+
+  const ServerSettings settings;
+  Pipeline pipeline;
+  metrics::Gauge& connections_gauge;
+  metrics::Gauge& in_flight;
+  metrics::Counter& rejected;
+  metrics::Counter& bad_requests;
+  std::optional<net::ssl::context> ssl;
+
+  std::mutex mu;
+  std::unordered_set<SessionBase*> sessions;
+  std::atomic<std::size_t> count{0};
+  std::atomic<bool> stopping{false};
+
+  void add(SessionBase* s) {
+    std::lock_guard lock(mu);
+    sessions.insert(s);
+    count.fetch_add(1);
+    connections_gauge.add(1);
+  }
+  void remove(SessionBase* s) {
+    std::lock_guard lock(mu);
+    sessions.erase(s);
+    count.fetch_sub(1);
+    connections_gauge.add(-1);
+  }
+  // Posts fn(session) to each live session's strand.
+  template <class Fn>
+  void for_each_session(Fn fn) {
+    std::lock_guard lock(mu);
+    for (auto* s : sessions) {
+      if (auto sp = s->weak_from_this().lock()) {
+        net::post(sp->session_executor(), [sp, fn] { fn(*sp); });
+      }
+    }
+  }
+};
+
+template <class Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
+
+template <class Stream>
+class WebSocketImpl;
+
+template <class Stream>
+class Session final : public SessionBase, public Connection {
+ public:
+  template <class... Args>
+  Session(std::shared_ptr<Shared> shared, tcp::endpoint remote, Args&&... args)
+      : owner_(std::move(shared)), shared_(*owner_), stream_(std::forward<Args>(args)...), remote_(std::move(remote)) {
+    shared_.add(this);
+  }
+  ~Session() override { shared_.remove(this); }
+
+  net::awaitable<void> run() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    const auto& s = shared_.settings;
+    if constexpr (kIsTls<Stream>) {
+      lowest.expires_after(std::chrono::milliseconds(s.header_timeout_ms));
+      auto [ec] = co_await stream_.async_handshake(net::ssl::stream_base::server, kAwait);
+      if (ec) co_return;
+    }
+    bool first = true;
+    while (!shutting_down_) {
+      // Wait for the first byte with the idle timeout, then give the client
+      // header_timeout_ms for the whole head: a slow client holds only its
+      // own connection, never a thread.
+      if (buffer_.size() == 0) {
+        state_ = State::kIdle;
+        lowest.expires_after(std::chrono::milliseconds(first ? s.header_timeout_ms : s.idle_timeout_ms));
+        auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), kAwait);
+        if (ec) break;
+        buffer_.commit(n);
+      }
+      state_ = State::kReading;
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(s.max_header_bytes);
+      parser.body_limit(s.max_body_bytes);
+      lowest.expires_after(std::chrono::milliseconds(s.header_timeout_ms));
+      // Errors are built into `refusal` and sent after the branch: no class
+      // temporaries inside co_await expressions (GCC 12 destroys them twice).
+      std::optional<Error> refusal;
+      std::string target;
+      {
+        auto [ec, n] = co_await bhttp::async_read_header(stream_, buffer_, parser, kAwait);
+        if (ec) {
+          if (ec == bhttp::error::header_limit) {
+            refusal = Error{431, "headers_too_large", "request headers exceed the limit"};
+          } else if (ec == beast::error::timeout) {
+            refusal = Error{408, "request_timeout", "request head not received in time"};
+          } else if (ec != bhttp::error::end_of_stream && ec != net::error::eof &&
+                     ec != net::error::operation_aborted && ec != net::error::connection_reset) {
+            refusal = Error::bad_request("malformed HTTP request: " + ec.message(), "bad_http");
+          }
+          if (refusal) co_await refuse(*refusal, target);
+          break;
+        }
+      }
+      const auto& head = parser.get();
+      target = std::string(head.target());
+      if (const auto len = parser.content_length(); len && *len > s.max_body_bytes) {
+        refusal = Error{413, "body_too_large",
+                        "request body of " + std::to_string(*len) + " bytes exceeds max_body_bytes (" +
+                            std::to_string(s.max_body_bytes) + ")"};
+        co_await refuse(*refusal, target);
+        break;
+      }
+      if (!parser.is_done()) {
+        if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          lowest.expires_after(kWriteTimeout);
+          auto [ec, n] = co_await net::async_write(stream_, net::buffer(kContinue), kAwait);
+          if (ec) break;
+        }
+        lowest.expires_after(std::chrono::milliseconds(s.body_timeout_ms));
+        auto [ec, n] = co_await bhttp::async_read(stream_, buffer_, parser, kAwait);
+        if (ec) {
+          if (ec == bhttp::error::body_limit) {
+            refusal = Error{413, "body_too_large", "request body exceeds max_body_bytes"};
+          } else if (ec == beast::error::timeout) {
+            refusal = Error{408, "request_timeout", "request body not received in time"};
+          } else if (ec != net::error::eof && ec != net::error::operation_aborted) {
+            refusal = Error::bad_request("malformed request body: " + ec.message(), "bad_http");
+          }
+          if (refusal) co_await refuse(*refusal, target);
+          break;
+        }
+      }
+      lowest.expires_never();
+      state_ = State::kBusy;
+      Request req = parser.release();
+      Exchange ex(req, *this, remote_);
+      shared_.in_flight.add(1);
+      Response res = co_await shared_.pipeline.handle(ex);
+      shared_.in_flight.add(-1);
+      if (upgraded_) {
+        shared_.pipeline.complete(ex);
+        co_return;
+      }
+      if (Exchange::is_streamed(res)) {
+        shared_.pipeline.complete(ex);
+        if (!req.keep_alive() || close_after_ || shutting_down_) break;
+      } else {
+        const bool keep = req.keep_alive() && !close_after_ && !shutting_down_;
+        res.keep_alive(keep);
+        if (req.method() == Verb::head) {
+          res.prepare_payload();
+          res.body().clear();
+        } else {
+          res.prepare_payload();
+        }
+        lowest.expires_after(kWriteTimeout);
+        auto [ec, n] = co_await bhttp::async_write(stream_, res, kAwait);
+        ex.sent_status = res.result_int();
+        ex.sent_bytes = n;
+        shared_.pipeline.complete(ex);
+        if (ec || !keep) break;
+      }
+      first = false;
+    }
+    co_await close_gracefully();
+  }
+
+  // ---- SessionBase
+  net::any_io_executor session_executor() override { return stream_.get_executor(); }
+
+  void begin_shutdown() override {
+    shutting_down_ = true;
+    if (state_ == State::kIdle || state_ == State::kReading) beast::get_lowest_layer(stream_).cancel();
+    if (stream_control_) stream_control_->shutdown();
+    if (ws_socket_) ws_socket_->close();
+  }
+
+  void force_close() override {
+    boost::system::error_code ec;
+    if (ws_socket_) ws_socket_->close(ec);
+    beast::get_lowest_layer(stream_).socket().close(ec);
+  }
+
+  // ---- Connection
+  net::any_io_executor executor() override { return stream_.get_executor(); }
+  Pipeline& pipeline() override { return shared_.pipeline; }
+  const ServerSettings& settings() const override { return shared_.settings; }
+
+  net::awaitable<boost::system::error_code> write_head(Response& res) override {
+    bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
+    for (const auto& f : res) head.set(f.name_string(), f.value());
+    head.chunked(res.chunked());
+    head.keep_alive(res.keep_alive());
+    bhttp::response_serializer<bhttp::empty_body> sr{head};
+    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+    auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, kAwait);
+    beast::get_lowest_layer(stream_).expires_never();
+    co_return ec;
+  }
+
+  net::awaitable<boost::system::error_code> write_buffers(const std::vector<net::const_buffer>& bufs) override {
+    auto [ec, n] = co_await net::async_write(stream_, bufs, kAwait);
+    co_return ec;
+  }
+
+  net::awaitable<boost::system::error_code> watch_read() override {
+    // Whatever arrives (a pipelined request) is kept for the next request;
+    // past the header limit we stop reading and treat the client as gone.
+    for (;;) {
+      if (buffer_.size() > shared_.settings.max_header_bytes) co_return net::error::no_buffer_space;
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), kAwait);
+      if (ec) co_return ec;
+      buffer_.commit(n);
+    }
+  }
+
+  void abort() override {
+    boost::system::error_code ec;
+    beast::get_lowest_layer(stream_).socket().close(ec);
+  }
+
+  net::awaitable<std::unique_ptr<WebSocket>> upgrade(Request& req, const WebSocketOptions& opts) override;
+
+  void set_stream_control(StreamControl* c) override { stream_control_ = c; }
+  bool shutting_down() const override { return shutting_down_; }
+  void close_after_response() override { close_after_ = true; }
+
+  void set_ws_socket(tcp::socket* s) { ws_socket_ = s; }
+
+ private:
+  enum class State { kIdle, kReading, kBusy };
+
+  // Answers an error before routing, then the connection closes.
+  net::awaitable<void> refuse(const Error& e, std::string_view target) {
+    shared_.bad_requests.inc();
+    const std::string rid = random_hex(8);
+    Response res = make_error_response(format_for_path(target.substr(0, target.find('?'))), e, rid);
+    res.keep_alive(false);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+    co_await bhttp::async_write(stream_, res, kAwait);
+  }
+
+  net::awaitable<void> close_gracefully() {
+    auto& lowest = beast::get_lowest_layer(stream_);
+    if (!lowest.socket().is_open()) co_return;
+    if constexpr (kIsTls<Stream>) {
+      lowest.expires_after(std::chrono::seconds(2));
+      co_await stream_.async_shutdown(kAwait);
+    }
+    boost::system::error_code ec;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest.socket().close(ec);
+  }
+
+  std::shared_ptr<Shared> owner_;  // a session may outlive the Server object
+  Shared& shared_;
+  Stream stream_;
+  tcp::endpoint remote_;
+  beast::flat_buffer buffer_;
+  State state_ = State::kIdle;
+  bool shutting_down_ = false;
+  bool close_after_ = false;
+  bool upgraded_ = false;
+  StreamControl* stream_control_ = nullptr;
+  tcp::socket* ws_socket_ = nullptr;
+};
+
+template <class Stream>
+class WebSocketImpl final : public WebSocket {
+ public:
+  WebSocketImpl(Session<Stream>& owner, Stream&& stream) : owner_(owner), ws_(std::move(stream)) {
+    owner_.set_ws_socket(&beast::get_lowest_layer(ws_).socket());
+  }
+  ~WebSocketImpl() override { owner_.set_ws_socket(nullptr); }
+
+  ws::stream<Stream>& stream() { return ws_; }
+
+  net::awaitable<Result<WsMessage>> read() override {
+    beast::flat_buffer buf;
+    auto [ec, n] = co_await ws_.async_read(buf, kAwait);
+    if (ec == ws::error::message_too_big) co_return Error{413, "ws_too_large", "WebSocket message too large"};
+    if (ec) co_return Error{499, "ws_closed", ec.message()};
+    co_return WsMessage{beast::buffers_to_string(buf.data()), !ws_.got_text()};
+  }
+
+  net::awaitable<Result<void>> write(std::string_view data, bool binary) override {
+    ws_.binary(binary);
+    auto [ec, n] = co_await ws_.async_write(net::buffer(data), kAwait);
+    if (ec) co_return Error{499, "ws_closed", ec.message()};
+    co_return Result<void>{};
+  }
+
+  net::awaitable<void> close(std::uint16_t code, std::string_view reason) override {
+    if (!ws_.is_open()) co_return;
+    co_await ws_.async_close(ws::close_reason(static_cast<ws::close_code>(code), reason), kAwait);
+  }
+
+ private:
+  Session<Stream>& owner_;
+  ws::stream<Stream> ws_;
+};
+
+template <class Stream>
+net::awaitable<std::unique_ptr<WebSocket>> Session<Stream>::upgrade(Request& req, const WebSocketOptions& opts) {
+  if (!ws::is_upgrade(req)) {
+    Response res = make_error_response(ErrorFormat::kAlou,
+                                       Error::bad_request("this route expects a WebSocket upgrade",
+                                                          "websocket_required"),
+                                       "");
+    res.keep_alive(false);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+    co_await bhttp::async_write(stream_, res, kAwait);
+    close_after_ = true;
+    upgraded_ = true;
+    co_return nullptr;
+  }
+  upgraded_ = true;
+  beast::get_lowest_layer(stream_).expires_never();
+  auto impl = std::make_unique<WebSocketImpl<Stream>>(*this, std::move(stream_));
+  auto& w = impl->stream();
+  ws::stream_base::timeout t{};
+  t.handshake_timeout = std::chrono::seconds(10);
+  t.idle_timeout = opts.idle_timeout;
+  t.keep_alive_pings = true;
+  w.set_option(t);
+  w.read_message_max(opts.max_message_bytes);
+  auto [ec] = co_await w.async_accept(req, kAwait);
+  if (ec) co_return nullptr;
+  co_return impl;
+}
+
+class ServerImpl final : public Server {
+ public:
+  ServerImpl(net::io_context& ioc, std::shared_ptr<Shared> shared, tcp::acceptor acceptor)
+      : ioc_(ioc), shared_(std::move(shared)), acceptor_(std::move(acceptor)) {
+    endpoint_ = acceptor_.local_endpoint();
+  }
+
+  tcp::endpoint endpoint() const override { return endpoint_; }
+  bool tls() const override { return shared_->ssl.has_value(); }
+  std::size_t connections() const override { return shared_->count.load(); }
+
+  void start() override {
+    net::co_spawn(acceptor_.get_executor(), accept_loop(), net::detached);
+  }
+
+  net::awaitable<void> shutdown(std::chrono::milliseconds grace) override {
+    shared_->stopping = true;
+    net::post(acceptor_.get_executor(), [this] {
+      boost::system::error_code ec;
+      acceptor_.close(ec);
+    });
+    shared_->for_each_session([](SessionBase& s) { s.begin_shutdown(); });
+    net::steady_timer t(co_await net::this_coro::executor);
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (shared_->count.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(10));
+      co_await t.async_wait(kAwait);
+    }
+    if (shared_->count.load() > 0) {
+      spdlog::warn("shutdown: closing {} connection(s) still busy after {} ms", shared_->count.load(),
+                   grace.count());
+      shared_->for_each_session([](SessionBase& s) { s.force_close(); });
+      const auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (shared_->count.load() > 0 && std::chrono::steady_clock::now() < hard) {
+        t.expires_after(std::chrono::milliseconds(10));
+        co_await t.async_wait(kAwait);
+      }
+    }
+  }
+
+  Shared& shared() { return *shared_; }
+
+ private:
+  net::awaitable<void> accept_loop() {
+    net::steady_timer backoff(acceptor_.get_executor());
+    while (!shared_->stopping) {
+      auto [ec, sock] = co_await acceptor_.async_accept(net::make_strand(ioc_), kAwait);
+      if (ec) {
+        if (shared_->stopping || ec == net::error::operation_aborted || !acceptor_.is_open()) co_return;
+        // Out of descriptors and the like: back off instead of spinning.
+        spdlog::warn("accept failed: {}", ec.message());
+        backoff.expires_after(std::chrono::milliseconds(50));
+        co_await backoff.async_wait(kAwait);
+        continue;
+      }
+      if (shared_->count.load() >= shared_->settings.max_connections) {
+        shared_->rejected.inc();
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      boost::system::error_code ignored;
+      sock.set_option(tcp::no_delay(true), ignored);
+      auto remote = sock.remote_endpoint(ignored);
+      if (shared_->ssl) {
+        spawn(std::make_shared<Session<TlsStream>>(shared_, remote, std::move(sock), *shared_->ssl));
+      } else {
+        spawn(std::make_shared<Session<PlainStream>>(shared_, remote, std::move(sock)));
+      }
+    }
+  }
+
+  template <class S>
+  static void spawn(std::shared_ptr<S> s) {
+    auto ex = s->session_executor();
+    net::co_spawn(
+        ex, [s]() -> net::awaitable<void> { co_await s->run(); },
+        [](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& err) {
+            spdlog::error("connection failed: {}", err.what());
+          }
+        });
+  }
+
+  net::io_context& ioc_;
+  std::shared_ptr<Shared> shared_;
+  tcp::acceptor acceptor_;
+  tcp::endpoint endpoint_;
+};
+
+Result<tcp::endpoint> parse_listen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return Error::bad_request("listen must be HOST:PORT", "listen_failed");
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1 || port > 65535) throw std::out_of_range("port");
+  } catch (const std::exception&) {
+    return Error::bad_request("bad port in listen address \"" + listen + "\"", "listen_failed");
+  }
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(host, ec);
+  if (ec) return Error::bad_request("bad host in listen address \"" + listen + "\" (use an IP address)", "listen_failed");
+  return tcp::endpoint(addr, static_cast<unsigned short>(port));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::create(net::io_context& ioc, const ServerSettings& settings, Router router,
+                                               std::vector<std::shared_ptr<Filter>> filters,
+                                               metrics::Registry& metrics) {
+  auto ep = parse_listen(settings.listen);
+  if (!ep) return ep.error();
+  auto shared = std::make_shared<Shared>(settings, std::move(router), std::move(filters), metrics);
+  if (!settings.tls_cert.empty()) {
+    try {
+      shared->ssl.emplace(net::ssl::context::tls_server);
+      shared->ssl->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                               net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                               net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+      shared->ssl->use_certificate_chain_file(settings.tls_cert);
+      shared->ssl->use_private_key_file(settings.tls_key, net::ssl::context::pem);
+    } catch (const std::exception& e) {
+      return Error{400, "tls_invalid",
+                   "cannot load server.tls_cert/tls_key (" + settings.tls_cert + "): " + e.what()};
+    }
+  }
+  tcp::acceptor acceptor(ioc);
+  boost::system::error_code ec;
+  acceptor.open(ep->protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(*ep, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return Error{500, "listen_failed", "cannot listen on " + settings.listen + ": " + ec.message()};
+  return std::unique_ptr<Server>(new ServerImpl(ioc, std::move(shared), std::move(acceptor)));
+}
+
+}  // namespace alou::http

@@ -1,0 +1,198 @@
+#include "alou/storage/database.hpp"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+
+namespace alou::storage {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+Error storage_error(std::string message) { return Error::internal(std::move(message), "storage_error"); }
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<std::string> normalize_synchronous(const std::string& value) {
+  std::string upper;
+  upper.reserve(value.size());
+  for (char ch : value) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(ch))));
+  if (upper == "NORMAL" || upper == "FULL") return upper;
+  return std::nullopt;
+}
+
+// ^[0-9]{4}_[A-Za-z0-9_]+\.sql$, without <regex> (slow to build, noisy
+// under GCC's -Wmaybe-uninitialized).
+bool is_migration_name(std::string_view name) {
+  constexpr std::string_view kExt = ".sql";
+  if (name.size() < 4 + 1 + 1 + kExt.size() || !name.ends_with(kExt)) return false;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (std::isdigit(static_cast<unsigned char>(name[i])) == 0) return false;
+  }
+  if (name[4] != '_') return false;
+  for (std::size_t i = 5; i < name.size() - kExt.size(); ++i) {
+    auto ch = static_cast<unsigned char>(name[i]);
+    if (std::isalnum(ch) == 0 && ch != '_') return false;
+  }
+  return true;
+}
+
+struct MigrationFile {
+  int version = 0;
+  std::string name;
+  std::filesystem::path path;
+};
+
+Result<std::vector<MigrationFile>> list_migrations(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return storage_error("migrations folder not found: " + dir.string());
+  }
+  std::map<int, MigrationFile> by_version;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file()) continue;
+    auto name = entry.path().filename().string();
+    if (!is_migration_name(name)) continue;
+    int version = std::stoi(name.substr(0, 4));
+    auto [it, inserted] = by_version.try_emplace(version, MigrationFile{version, name, entry.path()});
+    if (!inserted) {
+      // Two files with one number would apply in an arbitrary order on
+      // different machines; refuse rather than guess.
+      return storage_error("duplicate migration number " + name.substr(0, 4) + ": " + it->second.name +
+                           " and " + name);
+    }
+  }
+  if (ec) return storage_error("cannot read migrations folder " + dir.string() + ": " + ec.message());
+  std::vector<MigrationFile> files;
+  files.reserve(by_version.size());
+  for (auto& [version, file] : by_version) files.push_back(std::move(file));
+  return files;
+}
+
+Result<std::string> read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return storage_error("cannot read migration " + path.filename().string());
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+Database::Database(std::unique_ptr<SQLite::Database> conn, std::filesystem::path path)
+    : conn_(std::move(conn)), path_(std::move(path)) {}
+
+Database::~Database() { close(); }
+
+void Database::close() {
+  if (closed_) return;
+  closed_ = true;
+  thread_.join();
+  conn_.reset();
+}
+
+Result<std::unique_ptr<Database>> Database::open(const StorageSettings& settings) {
+  std::filesystem::path dir(settings.data_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return storage_error("cannot create data_dir " + dir.string() + ": " + ec.message());
+  return open_file(dir / "alou.db", settings.sqlite_synchronous);
+}
+
+Result<std::unique_ptr<Database>> Database::open_file(const std::filesystem::path& file,
+                                                      const std::string& synchronous) {
+  auto sync = normalize_synchronous(synchronous);
+  if (!sync) {
+    return Error::internal("storage.sqlite_synchronous: expected NORMAL or FULL, got \"" + synchronous + "\"",
+                           "invalid_config");
+  }
+  try {
+    if (file.has_parent_path()) {
+      std::error_code ec;
+      std::filesystem::create_directories(file.parent_path(), ec);
+      if (ec) return storage_error("cannot create " + file.parent_path().string() + ": " + ec.message());
+    }
+    auto conn = std::make_unique<SQLite::Database>(file, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+                                                   kBusyTimeoutMs);
+    auto mode = conn->execAndGet("PRAGMA journal_mode=WAL").getString();
+    if (mode != "wal") return storage_error("cannot enable WAL on " + file.string() + " (mode " + mode + ")");
+    conn->exec("PRAGMA synchronous=" + *sync);
+    conn->exec("PRAGMA foreign_keys=ON");
+    conn->exec("PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+    return std::unique_ptr<Database>(new Database(std::move(conn), file));
+  } catch (const std::exception& e) {
+    return storage_error("cannot open database " + file.string() + ": " + e.what());
+  }
+}
+
+Result<MigrationStatus> Database::migrate(const std::filesystem::path& migrations_dir) {
+  auto files = list_migrations(migrations_dir);
+  if (!files) return files.error();
+  // Read every file before touching the database so an unreadable one
+  // cannot leave the schema half-way between versions.
+  std::vector<std::string> sources;
+  for (const auto& f : *files) {
+    auto text = read_text(f.path);
+    if (!text) return text.error();
+    sources.push_back(std::move(*text));
+  }
+  return run_sync([&](SQLite::Database& db) -> Result<MigrationStatus> {
+    MigrationStatus status;
+    try {
+      db.exec(
+          "CREATE TABLE IF NOT EXISTS schema_migrations ("
+          "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)");
+      std::set<int> done;
+      {
+        SQLite::Statement q(db, "SELECT version FROM schema_migrations");
+        while (q.executeStep()) done.insert(q.getColumn(0).getInt());
+      }
+      for (std::size_t i = 0; i < files->size(); ++i) {
+        const auto& f = (*files)[i];
+        if (done.count(f.version) != 0) continue;
+        try {
+          SQLite::Transaction tx(db);
+          db.exec(sources[i]);
+          SQLite::Statement ins(db, "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)");
+          ins.bind(1, f.version);
+          ins.bind(2, f.name);
+          ins.bind(3, static_cast<int64_t>(now_ms()));
+          ins.exec();
+          tx.commit();
+        } catch (const std::exception& e) {
+          return storage_error("migration " + f.name + " failed: " + e.what());
+        }
+        status.applied.push_back(f.name);
+        done.insert(f.version);
+      }
+      status.version = done.empty() ? 0 : *done.rbegin();
+    } catch (const std::exception& e) {
+      return storage_error(std::string("migrations: ") + e.what());
+    }
+    return status;
+  });
+}
+
+std::filesystem::path default_migrations_dir() {
+  if (const char* env = std::getenv("ALOU_MIGRATIONS_DIR"); env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  if (std::filesystem::is_directory("migrations", ec)) return std::filesystem::absolute("migrations", ec);
+  return std::filesystem::path(ALOU_SOURCE_DIR) / "migrations";
+}
+
+}  // namespace alou::storage

@@ -1,0 +1,205 @@
+#include "alou/storage/database.hpp"
+
+#include "io_runner.hpp"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+namespace alou::storage {
+namespace {
+
+using testing::IoRunner;
+using testing::TempDir;
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+std::unique_ptr<Database> open_db(const TempDir& dir) {
+  StorageSettings settings;
+  settings.data_dir = (dir.path() / "data").string();
+  auto db = Database::open(settings);
+  if (!db) ADD_FAILURE() << db.error().message;
+  return db ? std::move(*db) : nullptr;
+}
+
+int count_rows(Database& db, const std::string& sql) {
+  return db.run_sync([&](SQLite::Database& c) { return c.execAndGet(sql).getInt(); });
+}
+
+bool table_exists(Database& db, const std::string& name) {
+  return db.run_sync([&](SQLite::Database& c) { return c.tableExists(name); });
+}
+
+TEST(Database, OpenCreatesDataDirAndWalDatabase) {
+  TempDir dir;
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "data" / "alou.db"));
+  EXPECT_EQ(db->path(), dir.path() / "data" / "alou.db");
+  auto pragmas = db->run_sync([](SQLite::Database& c) {
+    return std::make_tuple(c.execAndGet("PRAGMA journal_mode").getString(),
+                           c.execAndGet("PRAGMA synchronous").getInt(), c.execAndGet("PRAGMA foreign_keys").getInt(),
+                           c.execAndGet("PRAGMA busy_timeout").getInt());
+  });
+  EXPECT_EQ(std::get<0>(pragmas), "wal");
+  EXPECT_EQ(std::get<1>(pragmas), 1);  // NORMAL
+  EXPECT_EQ(std::get<2>(pragmas), 1);
+  EXPECT_EQ(std::get<3>(pragmas), 5000);
+}
+
+TEST(Database, SynchronousFullIsApplied) {
+  TempDir dir;
+  auto db = Database::open_file(dir.path() / "x.db", "FULL");
+  ASSERT_TRUE(db) << db.error().message;
+  EXPECT_EQ((*db)->run_sync([](SQLite::Database& c) { return c.execAndGet("PRAGMA synchronous").getInt(); }), 2);
+}
+
+TEST(Database, RejectsUnknownSynchronousMode) {
+  TempDir dir;
+  auto db = Database::open_file(dir.path() / "x.db", "OFF");
+  ASSERT_FALSE(db);
+  EXPECT_NE(db.error().message.find("OFF"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "x.db"));
+}
+
+TEST(Database, MigrateAppliesFilesInOrderAndRecordsThem) {
+  TempDir dir;
+  auto migrations = dir.path() / "migrations";
+  std::filesystem::create_directories(migrations);
+  // 0002 depends on 0001: applying them out of order would fail.
+  write_file(migrations / "0002_second.sql", "ALTER TABLE a ADD COLUMN y INTEGER;");
+  write_file(migrations / "0001_first.sql", "CREATE TABLE a (x INTEGER);");
+  write_file(migrations / "0010_tenth.sql", "CREATE TABLE c (x INTEGER); CREATE TABLE d (x INTEGER);");
+  write_file(migrations / "notes.txt", "not a migration");
+  write_file(migrations / "3_bad_name.sql", "syntax error here");
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+
+  auto status = db->migrate(migrations);
+  ASSERT_TRUE(status) << status.error().message;
+  EXPECT_EQ(status->applied, (std::vector<std::string>{"0001_first.sql", "0002_second.sql", "0010_tenth.sql"}));
+  EXPECT_EQ(status->version, 10);
+  EXPECT_TRUE(table_exists(*db, "d"));
+  auto rows = db->run_sync([](SQLite::Database& c) {
+    std::vector<std::pair<int, std::string>> out;
+    SQLite::Statement q(c, "SELECT version, name FROM schema_migrations ORDER BY version");
+    while (q.executeStep()) out.emplace_back(q.getColumn(0).getInt(), q.getColumn(1).getString());
+    return out;
+  });
+  EXPECT_EQ(rows, (std::vector<std::pair<int, std::string>>{{1, "0001_first.sql"}, {2, "0002_second.sql"},
+                                                            {10, "0010_tenth.sql"}}));
+}
+
+TEST(Database, MigrateTwiceAppliesNothingTheSecondTime) {
+  TempDir dir;
+  auto migrations = dir.path() / "migrations";
+  std::filesystem::create_directories(migrations);
+  write_file(migrations / "0001_first.sql", "CREATE TABLE a (x INTEGER);");
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  ASSERT_TRUE(db->migrate(migrations));
+  auto again = db->migrate(migrations);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(again->applied.empty());
+  EXPECT_EQ(again->version, 1);
+
+  // A new file is picked up on the next run.
+  write_file(migrations / "0002_more.sql", "CREATE TABLE b (x INTEGER);");
+  auto third = db->migrate(migrations);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->applied, std::vector<std::string>{"0002_more.sql"});
+  EXPECT_EQ(count_rows(*db, "SELECT COUNT(*) FROM schema_migrations"), 2);
+}
+
+TEST(Database, BrokenMigrationRollsBackAndNamesTheFile) {
+  TempDir dir;
+  auto migrations = dir.path() / "migrations";
+  std::filesystem::create_directories(migrations);
+  write_file(migrations / "0001_ok.sql", "CREATE TABLE a (x INTEGER);");
+  // The first statement succeeds before the second fails: it must vanish.
+  write_file(migrations / "0002_broken.sql", "CREATE TABLE b (x INTEGER);\nCREATE TABLE oops (;");
+  write_file(migrations / "0003_after.sql", "CREATE TABLE c (x INTEGER);");
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+
+  auto status = db->migrate(migrations);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message.find("0002_broken.sql"), std::string::npos) << status.error().message;
+  EXPECT_NE(status.error().message.find("syntax error"), std::string::npos) << status.error().message;
+  EXPECT_TRUE(table_exists(*db, "a"));
+  EXPECT_FALSE(table_exists(*db, "b"));
+  EXPECT_FALSE(table_exists(*db, "c"));
+  EXPECT_EQ(count_rows(*db, "SELECT COUNT(*) FROM schema_migrations WHERE version >= 2"), 0);
+  EXPECT_EQ(count_rows(*db, "SELECT COUNT(*) FROM schema_migrations"), 1);
+}
+
+TEST(Database, DuplicateMigrationNumbersAreAnError) {
+  TempDir dir;
+  auto migrations = dir.path() / "migrations";
+  std::filesystem::create_directories(migrations);
+  write_file(migrations / "0001_a.sql", "CREATE TABLE a (x INTEGER);");
+  write_file(migrations / "0001_b.sql", "CREATE TABLE b (x INTEGER);");
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  auto status = db->migrate(migrations);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message.find("duplicate"), std::string::npos);
+  EXPECT_FALSE(table_exists(*db, "a"));
+  EXPECT_FALSE(table_exists(*db, "schema_migrations"));
+}
+
+TEST(Database, RepositoryMigrationsApply) {
+  TempDir dir;
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  auto status = db->migrate(default_migrations_dir());
+  ASSERT_TRUE(status) << status.error().message;
+  EXPECT_GE(status->version, 1);
+  EXPECT_TRUE(table_exists(*db, "kv"));
+  EXPECT_TRUE(table_exists(*db, "api_keys"));
+  // The role CHECK constraint holds.
+  EXPECT_THROW(db->run_sync([](SQLite::Database& c) {
+    c.exec("INSERT INTO api_keys (id, name, secret_hash, prefix, role, created_at_ms) "
+           "VALUES ('k1', 'n', 'h', 'p', 'admin', 0)");
+  }),
+               SQLite::Exception);
+}
+
+TEST(Database, RunExecutesOffTheCallerThreadAndResumesOnIt) {
+  TempDir dir;
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  IoRunner io(1);
+  auto ids = io.await([](Database& d) -> boost::asio::awaitable<std::array<std::thread::id, 3>> {
+    auto before = std::this_thread::get_id();
+    auto inside = co_await d.run([](SQLite::Database&) { return std::this_thread::get_id(); });
+    co_return std::array<std::thread::id, 3>{before, inside, std::this_thread::get_id()};
+  }(*db));
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_EQ(ids[0], ids[2]);
+}
+
+TEST(Database, RunPropagatesExceptions) {
+  TempDir dir;
+  auto db = open_db(dir);
+  ASSERT_NE(db, nullptr);
+  IoRunner io;
+  auto caught = io.await([](Database& d) -> boost::asio::awaitable<bool> {
+    try {
+      co_await d.run([](SQLite::Database& c) { c.exec("SELECT * FROM missing_table"); });
+    } catch (const SQLite::Exception&) {
+      co_return true;
+    }
+    co_return false;
+  }(*db));
+  EXPECT_TRUE(caught);
+}
+
+}  // namespace
+}  // namespace alou::storage
