@@ -135,8 +135,11 @@ class Session final : public SessionBase, public Connection {
       // own connection, never a thread.
       if (buffer_.size() == 0) {
         state_ = State::kIdle;
+        // An idle keep-alive connection keeps only a small buffer: 10k idle
+        // clients must not pin 10k request-sized buffers.
+        buffer_.shrink_to_fit();
         lowest.expires_after(std::chrono::milliseconds(first ? s.header_timeout_ms : s.idle_timeout_ms));
-        auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), kAwait);
+        auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(first ? 4096 : 512), kAwait);
         if (ec) break;
         buffer_.commit(n);
       }
