@@ -4,6 +4,7 @@
 #include "alou/auth/keys.hpp"
 #include "alou/core/log.hpp"
 #include "alou/core/metrics.hpp"
+#include "alou/gateway/gateway.hpp"
 #include "alou/http/filters.hpp"
 #include "alou/http/server.hpp"
 #include "alou/ops/ops.hpp"
@@ -15,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_future.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <future>
@@ -55,7 +57,12 @@ class AppImpl final : public App {
     }
     keys_ = std::make_unique<auth::KeyStore>(*db_, std::chrono::milliseconds(settings_.auth.key_cache_ms), admin_key);
 
+    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_);
+    if (!gateway) return gateway.error();
+    gateway_ = std::move(*gateway);
+
     http::Router router;
+    gateway_->add_routes(router);
     ops::add_routes(router, ops::StatusSources{
                                 .version = kVersion,
                                 .started = started_,
@@ -63,6 +70,7 @@ class AppImpl final : public App {
                                 .kv = *kv_,
                                 .metrics = metrics_,
                                 .connections = [this] { return server_ ? server_->connections() : 0; },
+                                .providers = [this] { return gateway_->status(); },
                             });
     if (options.extra_routes) options.extra_routes(router);
 
@@ -145,6 +153,7 @@ class AppImpl final : public App {
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;
+  std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<http::Server> server_;
   std::vector<std::thread> threads_;
   bool started_threads_ = false;

@@ -3,10 +3,20 @@
 #include "alou/app/app.hpp"
 #include "alou/auth/keys.hpp"
 #include "alou/core/log.hpp"
+#include "alou/core/metrics.hpp"
 #include "alou/core/money.hpp"
+#include "alou/http/filters.hpp"
+#include "alou/http/server.hpp"
+#include "alou/mock/upstream.hpp"
 #include "alou/storage/database.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_future.hpp>
 #include <spdlog/spdlog.h>
+
+#include <thread>
 
 #include <cstdio>
 #include <iostream>
@@ -26,6 +36,7 @@ commands:
   keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--budget USD]
   keys list
   keys revoke ID_OR_NAME
+  mock-upstream --listen HOST:PORT                                 deterministic fake providers over HTTP
   version                                                          print the version
 
 Every setting can also come from ALOU_<SECTION>_<KEY> (e.g. ALOU_SERVER_LISTEN).
@@ -224,6 +235,45 @@ int cmd_keys(const Args& a) {
   return fail("unknown keys command \"" + sub + "\" (create, list, revoke)", 2);
 }
 
+// Serves DESIGN.md's mock model over real HTTP in OpenAI, Anthropic and
+// Gemini formats, for tests and benchmarks of the provider adapters.
+int cmd_mock_upstream(const Args& a) {
+  if (a.help) {
+    std::puts("usage: alou mock-upstream --listen HOST:PORT\n\n"
+              "Deterministic fake providers: OpenAI /v1/chat/completions, /v1/embeddings, /v1/models;\n"
+              "Anthropic /v1/messages; Gemini /v1beta/models/{m}:generateContent and :streamGenerateContent.\n"
+              "Directives in the last user message: /tool NAME {json}, /fail CODE, /slow MS, /cut N.");
+    return 0;
+  }
+  if (auto r = only_flags(a, {"listen", "threads"}); !r) return fail(r.error().message, 2);
+  ServerSettings ss;
+  ss.listen = a.flags.count("listen") ? a.flags.at("listen") : "127.0.0.1:8090";
+  ss.sse_heartbeat_ms = 15000;
+  LogSettings ls;
+  ls.access_log = false;
+  std::string err;
+  log::init(ls, &err);
+  boost::asio::io_context ioc;
+  metrics::Registry registry;
+  http::Router router;
+  mock::add_upstream_routes(router);
+  std::vector<std::shared_ptr<http::Filter>> filters{http::make_request_id_filter()};
+  auto server = http::Server::create(ioc, ss, std::move(router), std::move(filters), registry);
+  if (!server) return fail(server.error().message);
+  (*server)->start();
+  const auto ep = (*server)->endpoint();
+  spdlog::info("mock upstream listening on http://{}:{}", ep.address().to_string(), ep.port());
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int) {
+    boost::asio::co_spawn(ioc, (*server)->shutdown(std::chrono::milliseconds(2000)),
+                          [&ioc](std::exception_ptr) { ioc.stop(); });
+  });
+  std::thread second([&ioc] { ioc.run(); });
+  ioc.run();
+  second.join();
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -245,7 +295,8 @@ int run_cli(int argc, char** argv) {
   if (cmd == "serve") return cmd_serve(*args);
   if (cmd == "migrate") return cmd_migrate(*args);
   if (cmd == "keys") return cmd_keys(*args);
-  if (cmd == "credit" || cmd == "ledger" || cmd == "node" || cmd == "mock-upstream") {
+  if (cmd == "mock-upstream") return cmd_mock_upstream(*args);
+  if (cmd == "credit" || cmd == "ledger" || cmd == "node") {
     return fail("\"" + cmd + "\" is part of the contract but not built yet in this version", 2);
   }
   std::fputs(kUsage, stderr);

@@ -18,7 +18,8 @@ class KeyResolver final : public CredentialResolver {
   explicit KeyResolver(KeyStore& keys) : keys_(keys) {}
   boost::asio::awaitable<std::optional<Principal>> resolve(std::string_view credential) override {
     std::string secret(credential);
-    co_return co_await keys_.authenticate(std::move(secret));
+    auto principal = co_await keys_.authenticate(std::move(secret));
+    co_return principal;
   }
 
  private:

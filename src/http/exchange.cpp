@@ -81,6 +81,8 @@ Response Exchange::json(Status status, std::string body) const {
   return res;
 }
 
+void Exchange::abort() { conn_.abort(); }
+
 Response Exchange::streamed() {
   Response r;
   r.set(kStreamedField, "1");
@@ -120,6 +122,32 @@ ErrorFormat format_for_path(std::string_view path) {
   return ErrorFormat::kAlou;
 }
 
+namespace {
+
+// Runs the handler and turns whatever it throws into a response: a handler
+// never throws into the `||` below (Asio's `||` waits for a *successful*
+// branch, so a throwing handler would wait for the client instead).
+boost::asio::awaitable<Response> run_handler(Exchange& ex) {
+  std::optional<Response> res;
+  try {
+    res = co_await ex.route()->handler(ex);
+  } catch (const ErrorException& e) {
+    res = ex.error(e.error());
+  } catch (const std::exception& e) {
+    if (ex.head_sent) {
+      // Mid-stream: nothing more can be said in HTTP; close the connection.
+      ex.connection().close_after_response();
+      res = Exchange::streamed();
+    } else {
+      spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
+      res = ex.error(Error::internal("internal error"));
+    }
+  }
+  co_return std::move(*res);
+}
+
+}  // namespace
+
 boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
   using namespace boost::asio::experimental::awaitable_operators;
   ex.match = router_.match(ex.request().method(), ex.path());
@@ -130,48 +158,35 @@ boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
       res = co_await f->on_request(ex);
       if (res) break;
     }
-    if (!res) {
-      if (!ex.route()) {
-        if (ex.match.allow.empty()) {
-          res = ex.error(Error::not_found("no route for " + std::string(ex.path())));
-        } else {
-          res = ex.error(Error{405, "method_not_allowed",
-                               std::string(bhttp::to_string(ex.request().method())) + " is not allowed on " +
-                                   std::string(ex.path())});
-          res->set(bhttp::field::allow, ex.match.allow);
-        }
-      } else if (ex.route()->options.watch_client) {
-        auto& conn = ex.connection();
-        auto r = co_await (ex.route()->handler(ex) || conn.watch_read());
-        if (r.index() == 0) {
-          res = std::move(std::get<0>(r));
-        } else {
-          // The client went away: the handler was cancelled; nothing to send.
-          conn.close_after_response();
-          if (ex.sent_status == 0) ex.sent_status = 499;
-          res = Exchange::streamed();
-        }
-      } else {
-        res = co_await ex.route()->handler(ex);
-      }
-    }
   } catch (const ErrorException& e) {
     res = ex.error(e.error());
-  } catch (const boost::system::system_error& e) {
-    if (ex.head_sent) {
-      ex.connection().close_after_response();
-      res = Exchange::streamed();
-    } else {
-      spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
-      res = ex.error(Error::internal("internal error"));
-    }
   } catch (const std::exception& e) {
-    spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
-    if (ex.head_sent) {
-      ex.connection().close_after_response();
-      res = Exchange::streamed();
+    spdlog::error("[{}] filter failed: {}", ex.request_id, e.what());
+    res = ex.error(Error::internal("internal error"));
+  }
+  if (!res) {
+    if (!ex.route()) {
+      if (ex.match.allow.empty()) {
+        res = ex.error(Error::not_found("no route for " + std::string(ex.path())));
+      } else {
+        res = ex.error(Error{405, "method_not_allowed",
+                             std::string(bhttp::to_string(ex.request().method())) + " is not allowed on " +
+                                 std::string(ex.path())});
+        res->set(bhttp::field::allow, ex.match.allow);
+      }
+    } else if (ex.route()->options.watch_client) {
+      auto& conn = ex.connection();
+      auto r = co_await (run_handler(ex) || conn.watch_read());
+      if (r.index() == 0) {
+        res = std::move(std::get<0>(r));
+      } else {
+        // The client went away: the handler was cancelled; nothing to send.
+        conn.close_after_response();
+        if (ex.sent_status == 0) ex.sent_status = 499;
+        res = Exchange::streamed();
+      }
     } else {
-      res = ex.error(Error::internal("internal error"));
+      res = co_await run_handler(ex);
     }
   }
   if (!Exchange::is_streamed(*res)) finish_head(ex, *res);

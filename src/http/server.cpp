@@ -95,11 +95,19 @@ struct Shared {
   // Posts fn(session) to each live session's strand.
   template <class Fn>
   void for_each_session(Fn fn) {
-    std::lock_guard lock(mu);
-    for (auto* s : sessions) {
-      if (auto sp = s->weak_from_this().lock()) {
-        net::post(sp->session_executor(), [sp, fn] { fn(*sp); });
+    // Take references under the lock, post outside it: dropping the last
+    // reference runs ~Session, which locks `mu` itself.
+    std::vector<std::shared_ptr<SessionBase>> live;
+    {
+      std::lock_guard lock(mu);
+      live.reserve(sessions.size());
+      for (auto* s : sessions) {
+        if (auto sp = s->weak_from_this().lock()) live.push_back(std::move(sp));
       }
+    }
+    for (auto& sp : live) {
+      auto ex = sp->session_executor();
+      net::post(ex, [sp, fn] { fn(*sp); });
     }
   }
 };
@@ -157,8 +165,14 @@ class Session final : public SessionBase, public Connection {
         if (ec) {
           if (ec == bhttp::error::header_limit) {
             refusal = Error{431, "headers_too_large", "request headers exceed the limit"};
+          } else if (ec == bhttp::error::body_limit) {
+            // Beast checks a declared Content-Length against the body
+            // limit while parsing the head.
+            refusal = Error{413, "body_too_large",
+                            "request body exceeds max_body_bytes (" + std::to_string(s.max_body_bytes) + ")"};
           } else if (ec == beast::error::timeout) {
-            refusal = Error{408, "request_timeout", "request head not received in time"};
+            // The stream closed the socket when the deadline fired: the
+            // client only sees the connection close.
           } else if (ec != bhttp::error::end_of_stream && ec != net::error::eof &&
                      ec != net::error::operation_aborted && ec != net::error::connection_reset) {
             refusal = Error::bad_request("malformed HTTP request: " + ec.message(), "bad_http");
@@ -189,7 +203,7 @@ class Session final : public SessionBase, public Connection {
           if (ec == bhttp::error::body_limit) {
             refusal = Error{413, "body_too_large", "request body exceeds max_body_bytes"};
           } else if (ec == beast::error::timeout) {
-            refusal = Error{408, "request_timeout", "request body not received in time"};
+            // Socket already closed by the deadline (see above).
           } else if (ec != net::error::eof && ec != net::error::operation_aborted) {
             refusal = Error::bad_request("malformed request body: " + ec.message(), "bad_http");
           }
@@ -370,19 +384,9 @@ class WebSocketImpl final : public WebSocket {
 
 template <class Stream>
 net::awaitable<std::unique_ptr<WebSocket>> Session<Stream>::upgrade(Request& req, const WebSocketOptions& opts) {
-  if (!ws::is_upgrade(req)) {
-    Response res = make_error_response(ErrorFormat::kAlou,
-                                       Error::bad_request("this route expects a WebSocket upgrade",
-                                                          "websocket_required"),
-                                       "");
-    res.keep_alive(false);
-    res.prepare_payload();
-    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
-    co_await bhttp::async_write(stream_, res, kAwait);
-    close_after_ = true;
-    upgraded_ = true;
-    co_return nullptr;
-  }
+  // Not an upgrade: the handler answers (through the pipeline, with the
+  // request id and CORS headers like any response).
+  if (!ws::is_upgrade(req)) co_return nullptr;
   upgraded_ = true;
   beast::get_lowest_layer(stream_).expires_never();
   auto impl = std::make_unique<WebSocketImpl<Stream>>(*this, std::move(stream_));

@@ -46,10 +46,22 @@ class Writer final : public SseWriter, public StreamControl {
         shutdown_event_(std::move(shutdown_event)),
         wake_writer_(conn.executor()),
         wake_producer_(conn.executor()),
-        watchdog_(conn.executor()) {}
+        watchdog_(conn.executor()),
+        stop_(conn.executor()) {}
 
-  net::awaitable<bool> send(const SseEvent& ev) override { co_return co_await push(encode_event(ev)); }
-  net::awaitable<bool> send_raw(std::string_view text) override { co_return co_await push(std::string(text)); }
+  // No `co_return co_await push(temporary)`: GCC 12 miscompiles that form
+  // (the resumed frame trapped with SIGILL); the text is a named local and
+  // push takes it by reference.
+  net::awaitable<bool> send(const SseEvent& ev) override {
+    std::string text = encode_event(ev);
+    const bool ok = co_await push(text);
+    co_return ok;
+  }
+  net::awaitable<bool> send_raw(std::string_view raw) override {
+    std::string text(raw);
+    const bool ok = co_await push(text);
+    co_return ok;
+  }
   bool closed() const override { return closed_; }
 
   void shutdown() override {
@@ -57,10 +69,30 @@ class Writer final : public SseWriter, public StreamControl {
     wake_writer_.cancel();
   }
 
+  // Asio's `||` waits for the first operation that *succeeds* (a failure
+  // does not cancel the others), so every branch of the stream's group
+  // completes normally: failures are recorded in flags instead.
   net::awaitable<void> run_producer(const std::function<net::awaitable<void>(SseWriter&)>& producer) {
-    co_await producer(*this);
+    try {
+      co_await producer(*this);
+    } catch (const boost::system::system_error& e) {
+      if (e.code() != net::error::operation_aborted) producer_error_ = e.what();
+    } catch (const std::exception& e) {
+      producer_error_ = e.what();
+    }
     producer_done_ = true;
     wake_writer_.cancel();
+  }
+
+  // Completes when the writer has ended the stream (client gone, write
+  // error, shutdown): its `||` partner, the producer, is then cancelled.
+  net::awaitable<void> wait_stop() {
+    stop_.expires_at(net::steady_timer::time_point::max());
+    while (!stopped_) {
+      co_await stop_.async_wait(kAwait);
+      const auto cs = co_await net::this_coro::cancellation_state;
+      if (cs.cancelled() != net::cancellation_type::none) co_return;
+    }
   }
 
   // Drains the queue into chunks; heartbeats when idle; ends the chunked body.
@@ -79,8 +111,12 @@ class Writer final : public SseWriter, public StreamControl {
         wake_writer_.expires_after(heartbeat_);
         auto [ec] = co_await wake_writer_.async_wait(kAwait);
         if (!ec && queue_.empty() && !producer_done_ && !shutdown_) queue_.push_back(": ping\n\n");
-        if (ec && (co_await net::this_coro::cancellation_state).cancelled() != net::cancellation_type::none) {
-          throw boost::system::system_error(net::error::operation_aborted);
+        // Named: GCC 12 miscompiles a co_await result used as a temporary
+        // in a condition (the coroutine trapped with SIGILL on resume).
+        const auto cs = co_await net::this_coro::cancellation_state;
+        if (ec && cs.cancelled() != net::cancellation_type::none) {
+          mark_closed();
+          co_return;
         }
         continue;
       }
@@ -99,12 +135,14 @@ class Writer final : public SseWriter, public StreamControl {
       bufs.emplace_back(head, static_cast<std::size_t>(hn));
       for (const auto& b : batch) bufs.emplace_back(b.data(), b.size());
       bufs.emplace_back("\r\n", 2);
-      co_await write(bufs);
+      const bool ok = co_await write(bufs);
+      if (!ok) co_return;
     }
     bufs.clear();
     bufs.emplace_back("0\r\n\r\n", 5);
-    co_await write(bufs);
-    if (ended_by_shutdown_) throw boost::system::system_error(net::error::shut_down);
+    const bool ok = co_await write(bufs);
+    if (!ok) co_return;
+    stop();
   }
 
   // Closes the socket when a write stalls (a client that stopped reading).
@@ -123,18 +161,25 @@ class Writer final : public SseWriter, public StreamControl {
   void mark_closed() {
     closed_ = true;
     wake_producer_.cancel();
+    stop();
   }
+
+  void stop() {
+    stopped_ = true;
+    stop_.cancel();
+  }
+
+  const std::string& producer_error() const { return producer_error_; }
 
   bool ended_by_shutdown() const { return ended_by_shutdown_; }
 
  private:
-  net::awaitable<bool> push(std::string text) {
+  net::awaitable<bool> push(std::string& text) {
     while (!closed_ && queue_.size() >= max_queue_) {
       wake_producer_.expires_at(net::steady_timer::time_point::max());
       co_await wake_producer_.async_wait(kAwait);
-      if ((co_await net::this_coro::cancellation_state).cancelled() != net::cancellation_type::none) {
-        throw boost::system::system_error(net::error::operation_aborted);
-      }
+      const auto cs = co_await net::this_coro::cancellation_state;
+      if (cs.cancelled() != net::cancellation_type::none) co_return false;
     }
     if (closed_ || shutdown_) co_return false;
     queue_.push_back(std::move(text));
@@ -142,15 +187,13 @@ class Writer final : public SseWriter, public StreamControl {
     co_return true;
   }
 
-  net::awaitable<void> write(const std::vector<net::const_buffer>& bufs) {
+  net::awaitable<bool> write(const std::vector<net::const_buffer>& bufs) {
     writing_ = true;
     write_started_ = std::chrono::steady_clock::now();
-    auto ec = co_await conn_.write_buffers(bufs);
+    const auto ec = co_await conn_.write_buffers(bufs);
     writing_ = false;
-    if (ec) {
-      mark_closed();
-      throw boost::system::system_error(ec);
-    }
+    if (ec) mark_closed();
+    co_return !ec;
   }
 
   Connection& conn_;
@@ -161,6 +204,9 @@ class Writer final : public SseWriter, public StreamControl {
   net::steady_timer wake_writer_;
   net::steady_timer wake_producer_;
   net::steady_timer watchdog_;
+  net::steady_timer stop_;
+  std::string producer_error_;
+  bool stopped_ = false;
   bool producer_done_ = false;
   bool closed_ = false;
   bool shutdown_ = false;
@@ -201,26 +247,26 @@ net::awaitable<void> Exchange::stream_sse(std::function<net::awaitable<void>(Sse
     ~Unregister() { c.set_stream_control(nullptr); }
   } unregister{conn_};
   if (conn_.shutting_down()) w.shutdown();
+  // The producer runs until it returns or the writer stops the stream; the
+  // writer drains the queue; the watchdog closes stalled writes; the
+  // watcher notices a client that goes away. The route may already watch
+  // the client (RouteOptions::watch_client): then one reader is enough.
   try {
-    // The route may already watch the client (RouteOptions::watch_client):
-    // then one reader is enough and it cancels this whole group.
     if (route() && route()->options.watch_client) {
-      co_await ((w.run_producer(producer) && w.run_writer()) || w.run_watchdog());
+      co_await (((w.run_producer(producer) || w.wait_stop()) && w.run_writer()) || w.run_watchdog());
     } else {
-      auto r = co_await ((w.run_producer(producer) && w.run_writer()) || w.run_watchdog() || conn_.watch_read());
-      if (r.index() != 0) {
-        w.mark_closed();
-        conn_.close_after_response();
-      }
+      auto r = co_await (((w.run_producer(producer) || w.wait_stop()) && w.run_writer()) || w.run_watchdog() ||
+                         conn_.watch_read());
+      if (r.index() != 0) w.mark_closed();
     }
-  } catch (const boost::system::system_error& e) {
-    // The client went away, a write stalled or the server shut down.
+  } catch (const std::exception& e) {
     w.mark_closed();
-    conn_.close_after_response();
-    if (!w.ended_by_shutdown() && e.code() != net::error::operation_aborted) {
-      spdlog::debug("[{}] stream ended: {}", request_id, e.code().message());
-    }
+    spdlog::debug("[{}] stream ended: {}", request_id, e.what());
   }
+  if (!w.producer_error().empty()) spdlog::error("[{}] stream producer failed: {}", request_id, w.producer_error());
+  // A stream that did not end with its terminating chunk leaves the
+  // connection unusable; after a shutdown it closes anyway.
+  if (w.closed() || w.ended_by_shutdown()) conn_.close_after_response();
 }
 
 }  // namespace alou::http

@@ -85,7 +85,7 @@ void add_routes(http::Router& router, StatusSources src) {
                                {"connections", s->connections ? s->connections() : 0},
                                {"sqlite", sqlite},
                                {"kv", kv},
-                               {"providers", nlohmann::json::array()},
+                               {"providers", s->providers ? s->providers() : nlohmann::json::array()},
                                {"mcp_servers", nlohmann::json::array()}};
         co_return ex.json(ok ? http::Status::ok : http::Status::service_unavailable, body.dump());
       },

@@ -152,7 +152,7 @@ TEST_P(RateLimit, ThirdRequestInAMinuteIs429) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kv, RateLimit, ::testing::Values(std::string("embedded"), std::string("redis")),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 }  // namespace
 }  // namespace alou::itest

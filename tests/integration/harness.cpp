@@ -75,7 +75,10 @@ void add_probe_routes(alou::http::Router& router, std::shared_ptr<Probe> probe) 
         const int n = int_param(ex, "n", 3);
         const int ms = int_param(ex, "ms", 10);
         probe->sse_started.fetch_add(1);
-        auto producer = [probe, n, ms](alou::http::SseWriter& w) -> net::awaitable<void> {
+        // A named std::function and named options: no class temporaries in
+        // the co_await expression below (GCC 12 destroys those twice).
+        std::function<net::awaitable<void>(alou::http::SseWriter&)> producer =
+            [probe, n, ms](alou::http::SseWriter& w) -> net::awaitable<void> {
           try {
             net::steady_timer t(co_await net::this_coro::executor);
             for (int i = 0; i < n; ++i) {
@@ -99,7 +102,8 @@ void add_probe_routes(alou::http::Router& router, std::shared_ptr<Probe> probe) 
             throw;
           }
         };
-        co_await ex.stream_sse(std::move(producer));
+        alou::http::SseOptions options;
+        co_await ex.stream_sse(std::move(producer), std::move(options));
         co_return Exchange::streamed();
       },
       public_route);
@@ -109,7 +113,9 @@ void add_probe_routes(alou::http::Router& router, std::shared_ptr<Probe> probe) 
       [probe](Exchange& ex) -> net::awaitable<Response> {
         const alou::http::WebSocketOptions options{.max_message_bytes = 1024, .idle_timeout = std::chrono::seconds(5)};
         auto ws = co_await ex.accept_websocket(options);
-        if (!ws) co_return Exchange::streamed();
+        if (!ws) {
+          co_return ex.error(Error::bad_request("this route expects a WebSocket upgrade", "websocket_required"));
+        }
         for (;;) {
           auto msg = co_await ws->read();
           if (!msg) {

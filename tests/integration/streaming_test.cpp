@@ -8,6 +8,10 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
 namespace alou::itest {
 namespace {
 
@@ -104,18 +108,34 @@ TEST_F(Sse, IdleStreamSendsHeartbeats) {
   EXPECT_EQ(count_of(body, "data: "), 2u) << body;
 }
 
+// Shutdown ends an open stream with a final error event, promptly.
 TEST_F(Sse, ShutdownEndsStreamWithErrorEvent) {
   Client c(ep());
   ResParser p;
   open(c, p, "/test/sse?n=1000&ms=20");
   read_events(c, p, 1);
   const auto t0 = Clock::now();
-  app_->stop();
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
-  EXPECT_LT(took.count(), 1000) << "stop() waited for the stream instead of ending it";
+  std::atomic<long> took_ms{-1};
+  std::thread stopper([&] {
+    app_->stop();
+    took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  });
+  // A regression could deadlock stop(): fail fast instead of hanging the run.
+  std::thread deadlock_guard([&] {
+    if (!eventually([&] { return took_ms.load() >= 0; }, 8000ms)) {
+      std::fprintf(stderr, "FATAL: App::stop() deadlocked during SSE shutdown (server.cpp for_each_session)\n");
+      std::abort();
+    }
+  });
+  // The final event and the end of the stream arrive while stop() runs.
   const auto ec = c.read_rest(p, 2000ms);
+  const auto ended_after = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  stopper.join();
+  deadlock_guard.join();
   EXPECT_FALSE(ec) << ec.message();
   EXPECT_TRUE(p.is_done());
+  EXPECT_LT(ended_after.count(), 500) << "the stream did not end promptly on shutdown";
+  EXPECT_LT(took_ms.load(), 1000) << "stop() waited for the stream's connection instead of closing it";
   const std::string body = p.get().body();
   const auto at = body.rfind("event: error\n");
   ASSERT_NE(at, std::string::npos) << body;
@@ -172,10 +192,17 @@ class WsClient {
  private:
   template <class Start>
   error_code run(Start&& start) {
+    // run_one until this operation completed: the stream's own idle timer
+    // stays pending, so run() would only return when it fires.
     error_code result = net::error::would_block;
-    start([&](error_code ec, auto&&...) { result = ec; });
+    bool done = false;
+    start([&](error_code ec, auto&&...) {
+      result = ec;
+      done = true;
+    });
     ioc_.restart();
-    ioc_.run();
+    while (!done && ioc_.run_one() != 0) {
+    }
     return result;
   }
 
@@ -208,7 +235,7 @@ TEST_F(WebSocket, OversizedMessageClosesConnection) {
   ASSERT_FALSE(c.write(std::string(4096, 'x')));
   const auto [ec, got] = c.read();
   ASSERT_TRUE(ec) << "expected the server to close, got a message of " << got.size() << " bytes";
-  EXPECT_TRUE(ec == ws::error::closed || is_closed(ec)) << ec.message();
+  EXPECT_TRUE(ec == ws::error::closed || is_closed(ec) || ec == net::error::not_connected) << ec.message();
   if (ec == ws::error::closed) {
     EXPECT_EQ(c.reason().code, ws::close_code::too_big);
   }
@@ -224,16 +251,10 @@ TEST_F(WebSocket, PlainGetIs400WebSocketRequired) {
   EXPECT_EQ(r.result_int(), 400);
   const json b = json::parse(r.body(), nullptr, false);
   EXPECT_EQ(b["error"]["code"], "websocket_required") << r.body();
-  EXPECT_FALSE(r.keep_alive());
-  const auto [ec, rest] = c.read_until_closed(1000ms);
-  EXPECT_TRUE(is_closed(ec)) << ec.message();
-  EXPECT_EQ(get("/api/health").result_int(), 200);
+  // An ordinary error response: the connection stays usable.
+  EXPECT_EQ(c.get("/api/health").result_int(), 200);
 }
 
-// KNOWN BUG (src/http/server.cpp, Session::upgrade, the !is_upgrade branch):
-// the 400 is built with an empty request id and written directly, bypassing
-// Pipeline::finish_head: no x-request-id header ("Every response carries
-// x-request-id", DESIGN.md), an empty error.request_id, and no CORS headers.
 TEST_F(WebSocket, PlainGet400CarriesRequestId) {
   const Res r = get("/test/ws", {{"x-request-id", "ws-req-1"}});
   EXPECT_EQ(r.result_int(), 400);
@@ -242,8 +263,6 @@ TEST_F(WebSocket, PlainGet400CarriesRequestId) {
   EXPECT_EQ(b["error"]["request_id"], "ws-req-1") << r.body();
 }
 
-// KNOWN BUG (same place): Exchange::sent_status is never set for that 400,
-// so the request is counted under status="0" instead of status="400".
 TEST_F(WebSocket, PlainGet400IsCountedAs400) {
   ASSERT_EQ(get("/test/ws").result_int(), 400);
   const std::string line = R"(alou_http_requests_total{route="/test/ws",method="GET",status="400"} 1)";

@@ -73,9 +73,11 @@ class Exchange final {
   boost::asio::awaitable<void> stream_sse(std::function<boost::asio::awaitable<void>(SseWriter&)> producer,
                                           SseOptions options = {});
 
-  // Accepts a WebSocket upgrade of this request. Null (and a 400 already
-  // sent) if the request is not a valid upgrade. The handler then returns
-  // streamed() and owns the socket until it returns.
+  // Accepts a WebSocket upgrade of this request. Null if the request is not
+  // an upgrade (the handler then answers normally, e.g. 400
+  // websocket_required) or if the handshake failed (the connection is
+  // gone). On success the handler owns the socket until it returns, then
+  // returns streamed().
   boost::asio::awaitable<std::unique_ptr<WebSocket>> accept_websocket(WebSocketOptions options = {});
 
   // What a handler returns once it answered through stream_sse or a WebSocket.
@@ -92,6 +94,9 @@ class Exchange final {
   std::uint64_t sent_bytes = 0;
 
   Connection& connection() { return conn_; }
+  // Drops the connection at once (no response, no terminating chunk): for
+  // fault injection (mock upstream /cut) and broken streams.
+  void abort();
 
  private:
   Request& req_;

@@ -55,17 +55,17 @@
 namespace alou::mock {
 
 struct ToolCall {
-  std::string id;
-  std::string name;
-  std::string arguments;  // JSON text
+  std::string id{};
+  std::string name{};
+  std::string arguments{};  // JSON text
 };
 
 struct Message {
-  std::string role;          // system | user | assistant | tool
-  std::string content;
-  std::string tool_call_id;  // tool results
-  std::string name;          // tool results: the tool's name when the wire format carries it
-  std::vector<ToolCall> tool_calls;  // assistant messages
+  std::string role{};          // system | user | assistant | tool
+  std::string content{};
+  std::string tool_call_id{};  // tool results
+  std::string name{};          // tool results: the tool's name when the wire format carries it
+  std::vector<ToolCall> tool_calls{};  // assistant messages
 };
 
 struct Directive {

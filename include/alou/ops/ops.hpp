@@ -6,6 +6,7 @@
 #include "alou/http/router.hpp"
 
 #include <chrono>
+#include <nlohmann/json_fwd.hpp>
 #include <functional>
 #include <string>
 
@@ -26,6 +27,7 @@ struct StatusSources {
   storage::Kv& kv;
   metrics::Registry& metrics;
   std::function<std::size_t()> connections;
+  std::function<nlohmann::json()> providers;  // the gateway's providers and their state
 };
 
 // Registers the three routes and the process gauges (uptime, build info,

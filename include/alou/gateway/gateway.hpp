@@ -1,0 +1,36 @@
+#pragma once
+// The LLM gateway: OpenAI-compatible endpoints over configured providers,
+// with weighted routing, retries and fallbacks before the first byte, and
+// streaming relayed chunk by chunk through the shared SSE writer.
+#include "alou/core/config.hpp"
+#include "alou/core/error.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <nlohmann/json_fwd.hpp>
+
+#include <memory>
+
+namespace alou::http {
+class Router;
+}
+namespace alou::metrics {
+class Registry;
+}
+
+namespace alou::gateway {
+
+class Gateway {
+ public:
+  virtual ~Gateway() = default;
+  // Builds providers from settings.providers (a provider whose api_key_env
+  // is named but unset is disabled) and the model table from
+  // settings.models. Errors: a model routed only to unknown kinds.
+  static Result<std::unique_ptr<Gateway>> create(const Settings& settings, boost::asio::any_io_executor ex,
+                                                 metrics::Registry& metrics);
+  // POST /v1/chat/completions, GET /v1/models.
+  virtual void add_routes(http::Router& router) = 0;
+  // For /api/status: providers and their state.
+  virtual nlohmann::json status() const = 0;
+};
+
+}  // namespace alou::gateway

@@ -1,0 +1,380 @@
+#include "alou/gateway/gateway.hpp"
+
+#include "alou/core/metrics.hpp"
+#include "alou/gateway/provider.hpp"
+#include "alou/http/client.hpp"
+#include "alou/http/exchange.hpp"
+#include "alou/http/sse.hpp"
+#include "providers.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+
+namespace alou::gateway {
+namespace {
+
+using nlohmann::json;
+namespace net = boost::asio;
+
+constexpr int kTriesPerTarget = 2;  // one retry of the same route
+constexpr std::size_t kMaxTargets = 6;
+
+struct Target {
+  Provider* provider;
+  std::string model;
+  std::uint32_t weight;
+};
+
+struct ModelEntry {
+  std::string name;
+  std::vector<Target> routes;  // enabled routes only
+  std::vector<std::string> fallbacks;
+};
+
+struct ProviderState {
+  std::string name;
+  std::string kind;
+  bool enabled = false;
+  std::string reason;
+};
+
+// Random in [0, n), from libsodium (thread-safe, no shared engine state).
+std::uint32_t uniform(std::uint32_t n) { return n == 0 ? 0 : randombytes_uniform(n); }
+
+class GatewayImpl final : public Gateway {
+ public:
+  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m) : metrics_(m) {
+    http::ClientOptions opts;
+    client_ = std::make_shared<http::Client>(ex, opts, &m);
+    // The provider registry, filled here in one readable list.
+    for (const auto& p : s.providers) {
+      ProviderState st{p.name, p.kind, false, {}};
+      std::string key;
+      if (!p.api_key_env.empty()) {
+        if (auto v = process_env(p.api_key_env.c_str()); v && !v->empty()) {
+          key = *v;
+        } else {
+          st.reason = p.api_key_env + " is not set";
+          states_.push_back(st);
+          continue;
+        }
+      }
+      std::unique_ptr<Provider> impl;
+      if (p.kind == "mock") {
+        impl = make_mock_provider(p);
+      } else if (p.kind == "openai" || p.kind == "azure") {
+        if (p.base_url.empty()) {
+          st.reason = "base_url is not set";
+        } else {
+          impl = make_openai_provider(p, key, client_);
+        }
+      } else {
+        st.reason = "provider kind \"" + p.kind + "\" is not supported by this build yet";
+      }
+      st.enabled = impl != nullptr;
+      states_.push_back(st);
+      if (impl) providers_.emplace(p.name, std::move(impl));
+    }
+    for (const auto& ms : s.models) {
+      ModelEntry e{ms.name, {}, ms.fallbacks};
+      for (const auto& r : ms.routes) {
+        auto it = providers_.find(r.provider);
+        if (it == providers_.end() || r.weight == 0) continue;
+        e.routes.push_back(Target{it->second.get(), r.model.empty() ? ms.name : r.model, r.weight});
+      }
+      models_.emplace(ms.name, std::move(e));
+    }
+    for (const auto& st : states_) {
+      if (!st.enabled) spdlog::info("provider {} ({}) disabled: {}", st.name, st.kind, st.reason);
+    }
+  }
+
+  void add_routes(http::Router& router) override {
+    const http::RouteOptions openai{.access = http::Access::kAuthenticated,
+                                    .format = http::ErrorFormat::kOpenAi,
+                                    .watch_client = true};
+    router.post("/v1/chat/completions", [this](http::Exchange& ex) { return chat(ex); }, openai);
+    const http::RouteOptions listing{.access = http::Access::kAuthenticated, .format = http::ErrorFormat::kOpenAi};
+    router.get("/v1/models", [this](http::Exchange& ex) { return list_models(ex); }, listing);
+    router.get("/v1/models/{model}", [this](http::Exchange& ex) { return get_model(ex); }, listing);
+  }
+
+  json status() const override {
+    json out = json::array();
+    for (const auto& st : states_) {
+      json p = {{"name", st.name}, {"kind", st.kind}, {"enabled", st.enabled}};
+      if (!st.enabled) p["reason"] = st.reason;
+      out.push_back(p);
+    }
+    return out;
+  }
+
+ private:
+  bool available(const std::string& name, int depth = 0) const {
+    auto it = models_.find(name);
+    if (it == models_.end() || depth > 4) return false;
+    if (!it->second.routes.empty()) return true;
+    for (const auto& f : it->second.fallbacks) {
+      if (available(f, depth + 1)) return true;
+    }
+    return false;
+  }
+
+  static json model_object(const std::string& id) {
+    return {{"id", id}, {"object", "model"}, {"created", 0}, {"owned_by", "alou"}};
+  }
+
+  net::awaitable<http::Response> list_models(http::Exchange& ex) {
+    json data = json::array();
+    std::vector<std::string> names;
+    for (const auto& [name, e] : models_) {
+      if (available(name) && ex.principal && ex.principal->may_use_model(name)) names.push_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) data.push_back(model_object(n));
+    json body = {{"object", "list"}, {"data", data}};
+    co_return ex.json(http::Status::ok, body.dump());
+  }
+
+  net::awaitable<http::Response> get_model(http::Exchange& ex) {
+    const std::string name(ex.param("model"));
+    if (!available(name) || !ex.principal || !ex.principal->may_use_model(name)) {
+      co_return ex.error(Error::not_found("The model `" + name + "` does not exist or you do not have access to it.",
+                                          "model_not_found"));
+    }
+    co_return ex.json(http::Status::ok, model_object(name).dump());
+  }
+
+  // The order in which targets are tried: a weighted pick among the
+  // model's routes, its other routes, then each fallback model likewise.
+  std::vector<const Target*> plan(const ModelEntry& m) const {
+    std::vector<const Target*> out;
+    std::vector<const ModelEntry*> chain{&m};
+    for (const auto& f : m.fallbacks) {
+      auto it = models_.find(f);
+      if (it != models_.end()) chain.push_back(&it->second);
+    }
+    for (const auto* e : chain) {
+      std::vector<const Target*> pool;
+      for (const auto& t : e->routes) pool.push_back(&t);
+      while (!pool.empty() && out.size() < kMaxTargets) {
+        std::uint32_t total = 0;
+        for (const auto* t : pool) total += t->weight;
+        std::uint32_t pick = uniform(total);
+        std::size_t i = 0;
+        while (pick >= pool[i]->weight) pick -= pool[i++]->weight;
+        bool seen = false;
+        for (const auto* o : out) seen = seen || (o->provider == pool[i]->provider && o->model == pool[i]->model);
+        if (!seen) out.push_back(pool[i]);
+        pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+    }
+    return out;
+  }
+
+  static net::awaitable<void> backoff(int attempt, std::chrono::milliseconds retry_after) {
+    auto delay = std::chrono::milliseconds(100 << attempt) + std::chrono::milliseconds(uniform(50));
+    if (retry_after > delay) delay = std::min(retry_after, std::chrono::milliseconds(2000));
+    net::steady_timer t(co_await net::this_coro::executor);
+    t.expires_after(delay);
+    co_await t.async_wait(net::use_awaitable);
+  }
+
+  metrics::Counter& outcome(const std::string& model, const std::string& provider, const char* result) {
+    return metrics_.counter("alou_gateway_requests_total", "Chat requests by model, provider and outcome",
+                            {{"model", model}, {"provider", provider}, {"outcome", result}});
+  }
+
+  void record_usage(const std::string& model, const json& usage) {
+    if (!usage.is_object()) return;
+    const auto in = usage.value("prompt_tokens", std::int64_t{0});
+    const auto out = usage.value("completion_tokens", std::int64_t{0});
+    metrics_.counter("alou_gateway_tokens_total", "Tokens by model and direction", {{"model", model}, {"direction", "in"}})
+        .inc(static_cast<std::uint64_t>(std::max<std::int64_t>(0, in)));
+    metrics_
+        .counter("alou_gateway_tokens_total", "Tokens by model and direction", {{"model", model}, {"direction", "out"}})
+        .inc(static_cast<std::uint64_t>(std::max<std::int64_t>(0, out)));
+  }
+
+  net::awaitable<http::Response> chat(http::Exchange& ex) {
+    auto body = json::parse(ex.request().body(), nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    if (!body.contains("model") || !body["model"].is_string()) {
+      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
+    }
+    if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
+      co_return ex.error(Error::bad_request("messages must be a non-empty array", "invalid_messages"));
+    }
+    if (body.contains("stream") && !body["stream"].is_boolean() && !body["stream"].is_null()) {
+      co_return ex.error(Error::bad_request("stream must be a boolean", "invalid_stream"));
+    }
+    const std::string model = body["model"].get<std::string>();
+    if (!ex.principal || !ex.principal->may_use_model(model)) {
+      co_return ex.error(Error::forbidden("this key may not use model `" + model + "`", "model_not_allowed"));
+    }
+    auto it = models_.find(model);
+    if (it == models_.end()) {
+      co_return ex.error(Error::not_found("The model `" + model + "` does not exist or you do not have access to it.",
+                                          "model_not_found"));
+    }
+    auto targets = plan(it->second);
+    if (targets.empty()) {
+      co_return ex.error(Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider"));
+    }
+    const bool stream = body.value("stream", false);
+    if (!stream) co_return co_await chat_once(ex, body, model, targets);
+    co_return co_await chat_streamed(ex, body, model, targets);
+  }
+
+  net::awaitable<http::Response> chat_once(http::Exchange& ex, json& body, const std::string& model,
+                                           const std::vector<const Target*>& targets) {
+    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
+    for (std::size_t ti = 0; ti < targets.size(); ++ti) {
+      const Target& t = *targets[ti];
+      body["model"] = t.model;
+      for (int attempt = 0; attempt < kTriesPerTarget; ++attempt) {
+        if (attempt > 0) {
+          metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
+          co_await backoff(attempt - 1, last.retry_after);
+        }
+        auto r = co_await t.provider->chat(body);
+        if (r) {
+          outcome(model, t.provider->name(), "ok").inc();
+          const auto parsed = json::parse(*r, nullptr, false);
+          if (parsed.is_object() && parsed.contains("usage")) record_usage(model, parsed["usage"]);
+          co_return ex.json(http::Status::ok, std::move(*r));
+        }
+        last = r.error();
+        outcome(model, t.provider->name(), "error").inc();
+        spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
+                     last.retryable ? "retryable" : "final");
+        if (!last.retryable) co_return ex.error(last.error);
+      }
+      if (ti + 1 < targets.size()) {
+        metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
+      }
+    }
+    co_return ex.error(last.error);
+  }
+
+  net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
+                                               const std::vector<const Target*>& targets) {
+    // Usage is always asked of the upstream (billing needs it); the client
+    // gets the usage chunk only if it asked for it.
+    bool client_wants_usage = false;
+    if (body.contains("stream_options") && body["stream_options"].is_object()) {
+      client_wants_usage = body["stream_options"].value("include_usage", false);
+    }
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+
+    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
+    std::unique_ptr<ChatStream> upstream;
+    std::optional<std::string> first;
+    const Target* used = nullptr;
+    // Fallbacks and retries happen only until the first chunk: after that
+    // the client has bytes and the answer is committed.
+    for (std::size_t ti = 0; ti < targets.size() && !used; ++ti) {
+      const Target& t = *targets[ti];
+      body["model"] = t.model;
+      for (int attempt = 0; attempt < kTriesPerTarget && !used; ++attempt) {
+        if (attempt > 0) {
+          metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
+          co_await backoff(attempt - 1, last.retry_after);
+        }
+        auto s = co_await t.provider->chat_stream(body);
+        if (s) {
+          auto f = co_await (*s)->next();
+          if (f) {
+            upstream = std::move(*s);
+            first = std::move(*f);
+            used = &t;
+            break;
+          }
+          last = f.error();
+        } else {
+          last = s.error();
+        }
+        outcome(model, t.provider->name(), "error").inc();
+        spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
+                     last.retryable ? "retryable" : "final");
+        if (!last.retryable) co_return ex.error(last.error);
+      }
+      if (!used && ti + 1 < targets.size()) {
+        metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
+      }
+    }
+    if (!used) co_return ex.error(last.error);
+
+    bool failed = false;
+    auto producer = [&](http::SseWriter& w) -> net::awaitable<void> {
+      std::optional<std::string> chunk = std::move(first);
+      while (chunk) {
+        bool forward = true;
+        if (chunk->find("\"usage\"") != std::string::npos) {
+          auto j = json::parse(*chunk, nullptr, false);
+          if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
+            record_usage(model, j["usage"]);
+            const bool usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
+            if (!client_wants_usage && usage_only) forward = false;
+          }
+        }
+        if (forward) {
+          std::string frame;
+          frame.reserve(chunk->size() + 8);
+          frame.append("data: ").append(*chunk).append("\n\n");
+          if (!co_await w.send_raw(frame)) co_return;
+        }
+        auto n = co_await upstream->next();
+        if (!n) {
+          failed = true;
+          const json err = {{"error",
+                             {{"message", n.error().error.message},
+                              {"type", "server_error"},
+                              {"param", nullptr},
+                              {"code", n.error().error.code}}}};
+          std::string frame = "data: " + err.dump() + "\n\n";
+          co_await w.send_raw(frame);
+          co_return;
+        }
+        chunk = std::move(*n);
+      }
+      std::string done = "data: [DONE]\n\n";
+      co_await w.send_raw(done);
+    };
+    const json shutdown_err = {{"error",
+                                {{"message", "the gateway is shutting down"},
+                                 {"type", "server_error"},
+                                 {"param", nullptr},
+                                 {"code", "server_shutdown"}}}};
+    http::SseOptions opts;
+    opts.shutdown_event = "data: " + shutdown_err.dump() + "\n\n";
+    co_await ex.stream_sse(producer, std::move(opts));
+    outcome(model, used->provider->name(), failed ? "error" : "ok").inc();
+    co_return http::Exchange::streamed();
+  }
+
+  metrics::Registry& metrics_;
+  std::shared_ptr<http::Client> client_;
+  std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
+  std::vector<ProviderState> states_;
+  std::unordered_map<std::string, ModelEntry> models_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Gateway>> Gateway::create(const Settings& settings, net::any_io_executor ex,
+                                                 metrics::Registry& metrics) {
+  if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
+  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics));
+}
+
+}  // namespace alou::gateway

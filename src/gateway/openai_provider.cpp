@@ -1,0 +1,186 @@
+// Provider kinds `openai` (any OpenAI-compatible server: OpenAI, DeepSeek,
+// Ollama, vLLM, alou mock-upstream) and `azure` (deployments, api-version,
+// api-key header). The gateway's canonical format is OpenAI's, so requests
+// and responses pass through untranslated.
+#include "providers.hpp"
+
+#include "alou/core/log.hpp"
+#include "alou/gateway/sse_parser.hpp"
+#include "alou/http/client.hpp"
+
+#include <boost/beast/http/field.hpp>
+#include <nlohmann/json.hpp>
+
+#include <deque>
+
+namespace alou::gateway {
+namespace {
+
+using nlohmann::json;
+
+// Maps a non-200 upstream answer to a failure the client can act on,
+// keeping the upstream's own message (redacted) but never its headers.
+UpstreamFailure failure_from_response(std::string_view provider, int status, std::string_view body,
+                                      std::string_view retry_after) {
+  std::string message;
+  const auto j = json::parse(body, nullptr, false);
+  if (j.is_object() && j.contains("error")) {
+    const auto& e = j["error"];
+    if (e.is_object() && e.contains("message") && e["message"].is_string()) {
+      message = e["message"].get<std::string>();
+    } else if (e.is_string()) {
+      message = e.get<std::string>();
+    }
+  }
+  if (message.empty()) message = "HTTP " + std::to_string(status);
+  message = "upstream " + std::string(provider) + ": " + log::redact(message);
+  UpstreamFailure f;
+  f.retryable = status == 429 || status >= 500;
+  if (!retry_after.empty()) {
+    try {
+      f.retry_after = std::chrono::seconds(std::stoi(std::string(retry_after)));
+    } catch (const std::exception&) {
+    }
+  }
+  if (status == 429) {
+    f.error = Error{429, "upstream_rate_limited", message};
+  } else if (status == 401 || status == 403) {
+    // The gateway's own credentials were refused: the client can do
+    // nothing about it, so it is a bad gateway, not a 401.
+    f.error = Error{502, "upstream_auth_failed", message};
+  } else if (status >= 500) {
+    f.error = Error{502, "upstream_error", message};
+  } else {
+    f.error = Error{status, "upstream_bad_request", message};
+  }
+  return f;
+}
+
+UpstreamFailure failure_from_error(const Error& e) {
+  UpstreamFailure f;
+  f.error = e;
+  // Connect errors and timeouts: another attempt may do better.
+  f.retryable = e.status == 502 || e.status == 503 || e.status == 504;
+  return f;
+}
+
+class OpenAiStream final : public ChatStream {
+ public:
+  OpenAiStream(std::unique_ptr<http::ClientStream> s, std::string provider)
+      : stream_(std::move(s)), provider_(std::move(provider)) {}
+
+  boost::asio::awaitable<UpResult<std::optional<std::string>>> next() override {
+    for (;;) {
+      while (!ready_.empty()) {
+        SseMessage m = std::move(ready_.front());
+        ready_.pop_front();
+        if (m.data == "[DONE]") {
+          done_ = true;
+          co_return std::optional<std::string>{};
+        }
+        if (m.data.empty()) continue;
+        co_return std::optional<std::string>{std::move(m.data)};
+      }
+      if (done_) co_return std::optional<std::string>{};
+      auto piece = co_await stream_->next();
+      if (!piece) co_return failure_from_error(piece.error());
+      if (piece->empty()) {
+        // The body ended without [DONE]: the upstream died mid-stream.
+        done_ = true;
+        UpstreamFailure f{Error{502, "upstream_disconnected", "upstream " + provider_ + " ended the stream early"}};
+        co_return f;
+      }
+      std::vector<SseMessage> out;
+      if (!parser_.feed(*piece, out)) {
+        UpstreamFailure f{Error{502, "upstream_protocol", "upstream " + provider_ + " sent an oversized event"}};
+        co_return f;
+      }
+      for (auto& m : out) ready_.push_back(std::move(m));
+    }
+  }
+
+ private:
+  std::unique_ptr<http::ClientStream> stream_;
+  std::string provider_;
+  SseParser parser_;
+  std::deque<SseMessage> ready_;
+  bool done_ = false;
+};
+
+class OpenAiProvider final : public Provider {
+ public:
+  OpenAiProvider(const ProviderSettings& s, std::string api_key, std::shared_ptr<http::Client> client)
+      : name_(s.name), kind_(s.kind), base_(s.base_url), key_(std::move(api_key)), client_(std::move(client)) {
+    while (!base_.empty() && base_.back() == '/') base_.pop_back();
+    if (kind_ == "azure") {
+      const auto v = s.extra.find("api_version");
+      api_version_ = v != s.extra.end() ? v->second : "2024-10-21";
+    }
+  }
+
+  const std::string& name() const override { return name_; }
+  std::string_view kind() const override { return kind_; }
+
+  boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
+    http::ClientRequest req = make_request(body);
+    auto res = co_await client_->request(std::move(req));
+    if (!res) co_return failure_from_error(res.error());
+    if (res->status != 200) {
+      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
+    }
+    co_return std::move(res->body);
+  }
+
+  boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
+    http::ClientRequest req = make_request(body);
+    auto res = co_await client_->stream(std::move(req));
+    if (!res) co_return failure_from_error(res.error());
+    auto& s = *res;
+    if (s->status() != 200) {
+      // Read the (small) error body for its message.
+      std::string err;
+      for (int i = 0; i < 64 && err.size() < 65536; ++i) {
+        auto piece = co_await s->next();
+        if (!piece || piece->empty()) break;
+        err += *piece;
+      }
+      const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
+      co_return failure_from_response(name_, s->status(), err, retry_after);
+    }
+    std::unique_ptr<ChatStream> out = std::make_unique<OpenAiStream>(std::move(s), name_);
+    co_return out;
+  }
+
+ private:
+  http::ClientRequest make_request(const json& body) const {
+    http::ClientRequest req;
+    req.method = http::Verb::post;
+    if (kind_ == "azure") {
+      const std::string deployment = body.value("model", "");
+      req.url = base_ + "/openai/deployments/" + deployment + "/chat/completions?api-version=" + api_version_;
+      if (!key_.empty()) req.headers.emplace_back("api-key", key_);
+    } else {
+      req.url = base_ + "/chat/completions";
+      if (!key_.empty()) req.headers.emplace_back("authorization", "Bearer " + key_);
+    }
+    req.headers.emplace_back("content-type", "application/json");
+    req.body = body.dump();
+    return req;
+  }
+
+  std::string name_;
+  std::string kind_;
+  std::string base_;
+  std::string key_;
+  std::string api_version_;
+  std::shared_ptr<http::Client> client_;
+};
+
+}  // namespace
+
+std::unique_ptr<Provider> make_openai_provider(const ProviderSettings& s, std::string api_key,
+                                               std::shared_ptr<http::Client> client) {
+  return std::make_unique<OpenAiProvider>(s, std::move(api_key), std::move(client));
+}
+
+}  // namespace alou::gateway
