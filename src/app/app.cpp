@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <future>
 #include <thread>
 
@@ -105,6 +106,8 @@ class AppImpl final : public App {
                                               : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
     spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
+    // The contract promises this line whatever the log level.
+    if (!spdlog::should_log(spdlog::level::info)) std::fprintf(stderr, "alou: listening on %s\n", url().c_str());
   }
 
   void stop() override {

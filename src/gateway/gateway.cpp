@@ -8,6 +8,7 @@
 #include "providers.hpp"
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/field.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
@@ -256,13 +257,24 @@ class GatewayImpl final : public Gateway {
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) co_return ex.error(last.error);
+        if (!last.retryable) co_return failure_response(ex, last);
       }
       if (ti + 1 < targets.size()) {
         metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
       }
     }
-    co_return ex.error(last.error);
+    co_return failure_response(ex, last);
+  }
+
+  // A 429 always carries Retry-After (DESIGN.md), the upstream's or 1 s.
+  static http::Response failure_response(http::Exchange& ex, const UpstreamFailure& f) {
+    auto res = ex.error(f.error);
+    if (f.error.status == 429) {
+      const auto secs = std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::seconds>(f.retry_after + std::chrono::milliseconds(999)).count());
+      res.set(http::bhttp::field::retry_after, std::to_string(secs));
+    }
+    return res;
   }
 
   net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
@@ -306,13 +318,13 @@ class GatewayImpl final : public Gateway {
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) co_return ex.error(last.error);
+        if (!last.retryable) co_return failure_response(ex, last);
       }
       if (!used && ti + 1 < targets.size()) {
         metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
       }
     }
-    if (!used) co_return ex.error(last.error);
+    if (!used) co_return failure_response(ex, last);
 
     bool failed = false;
     auto producer = [&](http::SseWriter& w) -> net::awaitable<void> {

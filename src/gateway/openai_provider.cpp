@@ -9,6 +9,7 @@
 #include "alou/http/client.hpp"
 
 #include <boost/beast/http/field.hpp>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include <deque>
@@ -56,9 +57,21 @@ UpstreamFailure failure_from_response(std::string_view provider, int status, std
   return f;
 }
 
-UpstreamFailure failure_from_error(const Error& e) {
+// Transport failures: the client learns which provider and what kind of
+// failure, never the upstream's address (that stays in the log).
+UpstreamFailure failure_from_error(std::string_view provider, const Error& e) {
+  spdlog::warn("upstream {}: {}", provider, e.message);
   UpstreamFailure f;
   f.error = e;
+  std::string what = "failed";
+  if (e.code == "upstream_timeout") {
+    what = "timed out";
+  } else if (e.code == "upstream_unreachable") {
+    what = "is unreachable";
+  } else if (e.code == "upstream_protocol") {
+    what = "sent a malformed response";
+  }
+  f.error.message = "upstream " + std::string(provider) + " " + what;
   // Connect errors and timeouts: another attempt may do better.
   f.retryable = e.status == 502 || e.status == 503 || e.status == 504;
   return f;
@@ -83,7 +96,12 @@ class OpenAiStream final : public ChatStream {
       }
       if (done_) co_return std::optional<std::string>{};
       auto piece = co_await stream_->next();
-      if (!piece) co_return failure_from_error(piece.error());
+      if (!piece) {
+        spdlog::warn("upstream {}: {}", provider_, piece.error().message);
+        done_ = true;
+        UpstreamFailure f{Error{502, "upstream_disconnected", "upstream " + provider_ + " ended the stream early"}};
+        co_return f;
+      }
       if (piece->empty()) {
         // The body ended without [DONE]: the upstream died mid-stream.
         done_ = true;
@@ -124,7 +142,7 @@ class OpenAiProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     http::ClientRequest req = make_request(body);
     auto res = co_await client_->request(std::move(req));
-    if (!res) co_return failure_from_error(res.error());
+    if (!res) co_return failure_from_error(name_, res.error());
     if (res->status != 200) {
       co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
     }
@@ -134,7 +152,7 @@ class OpenAiProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
     http::ClientRequest req = make_request(body);
     auto res = co_await client_->stream(std::move(req));
-    if (!res) co_return failure_from_error(res.error());
+    if (!res) co_return failure_from_error(name_, res.error());
     auto& s = *res;
     if (s->status() != 200) {
       // Read the (small) error body for its message.
