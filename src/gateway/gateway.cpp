@@ -230,7 +230,13 @@ class GatewayImpl final : public Gateway {
     if (targets.empty()) {
       co_return ex.error(Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider"));
     }
-    const bool stream = body.value("stream", false);
+    if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+      const auto& so = body["stream_options"];
+      if (!so.is_object() || (so.contains("include_usage") && !so["include_usage"].is_boolean())) {
+        co_return ex.error(Error::bad_request("stream_options.include_usage must be a boolean", "invalid_stream_options"));
+      }
+    }
+    const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
     if (!stream) co_return co_await chat_once(ex, body, model, targets);
     co_return co_await chat_streamed(ex, body, model, targets);
   }
@@ -282,8 +288,9 @@ class GatewayImpl final : public Gateway {
     // Usage is always asked of the upstream (billing needs it); the client
     // gets the usage chunk only if it asked for it.
     bool client_wants_usage = false;
-    if (body.contains("stream_options") && body["stream_options"].is_object()) {
-      client_wants_usage = body["stream_options"].value("include_usage", false);
+    if (body.contains("stream_options") && body["stream_options"].is_object() &&
+        body["stream_options"].contains("include_usage")) {
+      client_wants_usage = body["stream_options"]["include_usage"].get<bool>();  // validated in chat()
     }
     body["stream"] = true;
     body["stream_options"] = {{"include_usage", true}};
@@ -326,7 +333,16 @@ class GatewayImpl final : public Gateway {
     }
     if (!used) co_return failure_response(ex, last);
 
-    bool failed = false;
+    // Recorded however the stream ends, including when the client goes away
+    // and this coroutine is cancelled mid-await.
+    struct Record {
+      GatewayImpl& g;
+      const std::string& model;
+      const std::string& provider;
+      bool failed = false;
+      bool completed = false;
+      ~Record() { g.outcome(model, provider, failed ? "error" : (completed ? "ok" : "cancelled")).inc(); }
+    } rec{*this, model, used->provider->name()};
     auto producer = [&](http::SseWriter& w) -> net::awaitable<void> {
       std::optional<std::string> chunk = std::move(first);
       while (chunk) {
@@ -347,7 +363,7 @@ class GatewayImpl final : public Gateway {
         }
         auto n = co_await upstream->next();
         if (!n) {
-          failed = true;
+          rec.failed = true;
           const json err = {{"error",
                              {{"message", n.error().error.message},
                               {"type", "server_error"},
@@ -360,7 +376,7 @@ class GatewayImpl final : public Gateway {
         chunk = std::move(*n);
       }
       std::string done = "data: [DONE]\n\n";
-      co_await w.send_raw(done);
+      rec.completed = co_await w.send_raw(done);
     };
     const json shutdown_err = {{"error",
                                 {{"message", "the gateway is shutting down"},
@@ -370,7 +386,6 @@ class GatewayImpl final : public Gateway {
     http::SseOptions opts;
     opts.shutdown_event = "data: " + shutdown_err.dump() + "\n\n";
     co_await ex.stream_sse(producer, std::move(opts));
-    outcome(model, used->provider->name(), failed ? "error" : "ok").inc();
     co_return http::Exchange::streamed();
   }
 
