@@ -15,6 +15,8 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include <functional>
+#include <mutex>
 #include <unordered_map>
 
 namespace alou::gateway {
@@ -187,20 +189,38 @@ class GatewayImpl final : public Gateway {
     co_await t.async_wait(net::use_awaitable);
   }
 
+  // Registry lookups build label vectors; the hot path caches the result.
+  metrics::Counter& cached(const std::string& key, const std::function<metrics::Counter&()>& make) {
+    std::lock_guard lock(metrics_mu_);
+    auto it = counters_.find(key);
+    if (it != counters_.end()) return *it->second;
+    auto& c = make();
+    counters_.emplace(key, &c);
+    return c;
+  }
+
   metrics::Counter& outcome(const std::string& model, const std::string& provider, const char* result) {
-    return metrics_.counter("alou_gateway_requests_total", "Chat requests by model, provider and outcome",
-                            {{"model", model}, {"provider", provider}, {"outcome", result}});
+    std::string key = "o\x1f" + model + "\x1f" + provider + "\x1f" + result;
+    return cached(key, [&]() -> metrics::Counter& {
+      return metrics_.counter("alou_gateway_requests_total", "Chat requests by model, provider and outcome",
+                              {{"model", model}, {"provider", provider}, {"outcome", result}});
+    });
   }
 
   void record_usage(const std::string& model, const json& usage) {
     if (!usage.is_object()) return;
-    const auto in = usage.value("prompt_tokens", std::int64_t{0});
-    const auto out = usage.value("completion_tokens", std::int64_t{0});
-    metrics_.counter("alou_gateway_tokens_total", "Tokens by model and direction", {{"model", model}, {"direction", "in"}})
-        .inc(static_cast<std::uint64_t>(std::max<std::int64_t>(0, in)));
-    metrics_
-        .counter("alou_gateway_tokens_total", "Tokens by model and direction", {{"model", model}, {"direction", "out"}})
-        .inc(static_cast<std::uint64_t>(std::max<std::int64_t>(0, out)));
+    const auto number = [&](const char* k) -> std::int64_t {
+      const auto it = usage.find(k);
+      return it != usage.end() && it->is_number_integer() ? std::max<std::int64_t>(0, it->get<std::int64_t>()) : 0;
+    };
+    for (const char* dir : {"in", "out"}) {
+      std::string key = std::string("t\x1f") + model + "\x1f" + dir;
+      auto& c = cached(key, [&]() -> metrics::Counter& {
+        return metrics_.counter("alou_gateway_tokens_total", "Tokens by model and direction",
+                                {{"model", model}, {"direction", dir}});
+      });
+      c.inc(static_cast<std::uint64_t>(number(dir[0] == 'i' ? "prompt_tokens" : "completion_tokens")));
+    }
   }
 
   net::awaitable<http::Response> chat(http::Exchange& ex) {
@@ -390,6 +410,8 @@ class GatewayImpl final : public Gateway {
   }
 
   metrics::Registry& metrics_;
+  std::mutex metrics_mu_;
+  std::unordered_map<std::string, metrics::Counter*> counters_;
   std::shared_ptr<http::Client> client_;
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
   std::vector<ProviderState> states_;

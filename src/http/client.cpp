@@ -2,6 +2,9 @@
 
 #include "alou/core/metrics.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -183,15 +186,11 @@ bool still_usable(Connection& c) {
   if (Clock::now() - c.idle_since > kMaxIdleAge) return false;
   auto& sock = c.tcp().socket();
   if (!sock.is_open()) return false;
-  error_code ec;
-  sock.non_blocking(true, ec);
-  if (ec) return false;
+  // One recv(MSG_PEEK | MSG_DONTWAIT) on the descriptor: no mode switches
+  // (each a syscall) on the hot path.
   char byte = 0;
-  const auto buf = net::buffer(&byte, 1);
-  sock.receive(buf, tcp::socket::message_peek, ec);
-  error_code ignored;
-  sock.non_blocking(false, ignored);
-  return ec == net::error::would_block;
+  const ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 }  // namespace
