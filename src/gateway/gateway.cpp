@@ -2,6 +2,7 @@
 
 #include "alou/core/metrics.hpp"
 #include "alou/gateway/provider.hpp"
+#include "alou/gateway/usage_scan.hpp"
 #include "alou/http/client.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/http/sse.hpp"
@@ -17,6 +18,8 @@
 
 #include <functional>
 #include <mutex>
+#include <atomic>
+#include <deque>
 #include <unordered_map>
 
 namespace alou::gateway {
@@ -28,10 +31,80 @@ namespace net = boost::asio;
 constexpr int kTriesPerTarget = 2;  // one retry of the same route
 constexpr std::size_t kMaxTargets = 6;
 
+constexpr int kBreakerThreshold = 5;                       // consecutive failures that open it
+constexpr std::chrono::milliseconds kBreakerCooldown{30'000};  // open, then one probe
+constexpr std::chrono::milliseconds kProbeTimeout{10'000};     // a probe slot not used expires
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A circuit breaker per route: closed; open after kBreakerThreshold
+// consecutive upstream failures (connect errors, timeouts, 5xx — not 4xx
+// or 429, which say nothing about the route's health); after the cooldown
+// one request at a time probes it (half-open); a success closes it.
+// Lock-free: read on every request by every io thread.
+class Breaker {
+ public:
+  enum class State { kClosed, kOpen, kHalfOpen };
+
+  State state(std::int64_t now) const {
+    const auto until = open_until_.load(std::memory_order_relaxed);
+    if (until == 0) return State::kClosed;
+    return now < until ? State::kOpen : State::kHalfOpen;
+  }
+  // May this request use the route? Takes the probe slot when half-open.
+  bool allow(std::int64_t now) {
+    switch (state(now)) {
+      case State::kClosed: return true;
+      case State::kOpen: return false;
+      case State::kHalfOpen: {
+        auto at = probe_at_.load();
+        return now - at > kProbeTimeout.count() && probe_at_.compare_exchange_strong(at, now);
+      }
+    }
+    return true;
+  }
+  // Returns true when this call changed the state (for metrics).
+  bool success() {
+    failures_.store(0);
+    probe_at_.store(0);
+    return open_until_.exchange(0) != 0;
+  }
+  bool failure(std::int64_t now) {
+    const bool was_open = open_until_.load() != 0;
+    if (was_open || failures_.fetch_add(1) + 1 >= kBreakerThreshold) {
+      open_until_.store(now + kBreakerCooldown.count());
+      probe_at_.store(0);
+      return !was_open;
+    }
+    return false;
+  }
+  int failures() const { return failures_.load(); }
+
+ private:
+  std::atomic<int> failures_{0};
+  std::atomic<std::int64_t> open_until_{0};
+  std::atomic<std::int64_t> probe_at_{0};
+};
+
+const char* state_name(Breaker::State s) {
+  switch (s) {
+    case Breaker::State::kClosed: return "closed";
+    case Breaker::State::kOpen: return "open";
+    case Breaker::State::kHalfOpen: return "half_open";
+  }
+  return "closed";
+}
+
 struct Target {
   Provider* provider;
   std::string model;
   std::uint32_t weight;
+  Breaker* breaker;
+  metrics::Gauge* open_gauge;
 };
 
 struct ModelEntry {
@@ -89,7 +162,15 @@ class GatewayImpl final : public Gateway {
       for (const auto& r : ms.routes) {
         auto it = providers_.find(r.provider);
         if (it == providers_.end() || r.weight == 0) continue;
-        e.routes.push_back(Target{it->second.get(), r.model.empty() ? ms.name : r.model, r.weight});
+        const std::string upstream_model = r.model.empty() ? ms.name : r.model;
+        // One breaker per (provider, upstream model), shared by every model
+        // routed there: the route's health does not depend on the alias.
+        auto& slot = breaker_index_[r.provider + '\x1f' + upstream_model];
+        if (!slot) slot = &breakers_.emplace_back();
+        auto& breaker = *slot;
+        auto& gauge = m.gauge("alou_gateway_breaker_open", "1 while a route's circuit breaker is open",
+                              {{"provider", r.provider}, {"model", upstream_model}});
+        e.routes.push_back(Target{it->second.get(), upstream_model, r.weight, &breaker, &gauge});
       }
       models_.emplace(ms.name, std::move(e));
     }
@@ -110,9 +191,21 @@ class GatewayImpl final : public Gateway {
 
   json status() const override {
     json out = json::array();
+    const auto now = steady_ms();
     for (const auto& st : states_) {
       json p = {{"name", st.name}, {"kind", st.kind}, {"enabled", st.enabled}};
       if (!st.enabled) p["reason"] = st.reason;
+      json routes = json::array();
+      for (const auto& [name, e] : models_) {
+        for (const auto& t : e.routes) {
+          if (t.provider->name() != st.name) continue;
+          routes.push_back({{"model", name},
+                            {"upstream_model", t.model},
+                            {"breaker", state_name(t.breaker->state(now))},
+                            {"consecutive_failures", t.breaker->failures()}});
+        }
+      }
+      if (st.enabled) p["routes"] = routes;
       out.push_back(p);
     }
     return out;
@@ -158,6 +251,7 @@ class GatewayImpl final : public Gateway {
   // model's routes, its other routes, then each fallback model likewise.
   std::vector<const Target*> plan(const ModelEntry& m) const {
     std::vector<const Target*> out;
+    const auto now = steady_ms();
     std::vector<const ModelEntry*> chain{&m};
     for (const auto& f : m.fallbacks) {
       auto it = models_.find(f);
@@ -165,7 +259,9 @@ class GatewayImpl final : public Gateway {
     }
     for (const auto* e : chain) {
       std::vector<const Target*> pool;
-      for (const auto& t : e->routes) pool.push_back(&t);
+      for (const auto& t : e->routes) {
+        if (t.breaker->allow(now)) pool.push_back(&t);
+      }
       while (!pool.empty() && out.size() < kMaxTargets) {
         std::uint32_t total = 0;
         for (const auto* t : pool) total += t->weight;
@@ -246,9 +342,13 @@ class GatewayImpl final : public Gateway {
       co_return ex.error(Error::not_found("The model `" + model + "` does not exist or you do not have access to it.",
                                           "model_not_found"));
     }
+    if (!available(model)) {
+      co_return ex.error(Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider"));
+    }
     auto targets = plan(it->second);
     if (targets.empty()) {
-      co_return ex.error(Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider"));
+      co_return ex.error(Error::unavailable(
+          "every route of model `" + model + "` failed repeatedly (circuit open); retry shortly", "circuit_open"));
     }
     if (body.contains("stream_options") && !body["stream_options"].is_null()) {
       const auto& so = body["stream_options"];
@@ -274,9 +374,20 @@ class GatewayImpl final : public Gateway {
         }
         auto r = co_await t.provider->chat(body);
         if (r) {
+          note(t, nullptr);
+        } else {
+          const UpstreamFailure f = r.error();
+          note(t, &f);
+        }
+        if (r) {
           outcome(model, t.provider->name(), "ok").inc();
-          const auto parsed = json::parse(*r, nullptr, false);
-          if (parsed.is_object() && parsed.contains("usage")) record_usage(model, parsed["usage"]);
+          // Only the usage object is parsed, not the (possibly long) reply.
+          if (const auto at = usage_object_at(*r); at != std::string_view::npos) {
+            if (const auto end = object_end(*r, at); end != std::string_view::npos) {
+              const auto usage = json::parse(std::string_view(*r).substr(at, end - at), nullptr, false);
+              if (usage.is_object()) record_usage(model, usage);
+            }
+          }
           co_return ex.json(http::Status::ok, std::move(*r));
         }
         last = r.error();
@@ -290,6 +401,20 @@ class GatewayImpl final : public Gateway {
       }
     }
     co_return failure_response(ex, last);
+  }
+
+  // Feeds the route's breaker: only failures that say the route is unwell.
+  static void note(const Target& t, const UpstreamFailure* f) {
+    if (!f) {
+      if (t.breaker->success()) t.open_gauge->set(0);
+      return;
+    }
+    if (!f->retryable || f->error.status == 429) return;
+    if (t.breaker->failure(steady_ms())) {
+      t.open_gauge->set(1);
+      spdlog::warn("circuit open: {} / {} after {} consecutive failures", t.provider->name(), t.model,
+                   kBreakerThreshold);
+    }
   }
 
   // A 429 always carries Retry-After (DESIGN.md), the upstream's or 1 s.
@@ -333,6 +458,12 @@ class GatewayImpl final : public Gateway {
         if (s) {
           auto f = co_await (*s)->next();
           if (f) {
+            note(t, nullptr);
+          } else {
+            const UpstreamFailure failure = f.error();
+            note(t, &failure);
+          }
+          if (f) {
             upstream = std::move(*s);
             first = std::move(*f);
             used = &t;
@@ -341,6 +472,7 @@ class GatewayImpl final : public Gateway {
           last = f.error();
         } else {
           last = s.error();
+          note(t, &last);
         }
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
@@ -367,7 +499,8 @@ class GatewayImpl final : public Gateway {
       std::optional<std::string> chunk = std::move(first);
       while (chunk) {
         bool forward = true;
-        if (chunk->find("\"usage\"") != std::string::npos) {
+        // Chunks say "usage":null until the last one: parse only that one.
+        if (usage_object_at(*chunk) != std::string_view::npos) {
           auto j = json::parse(*chunk, nullptr, false);
           if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
             record_usage(model, j["usage"]);
@@ -416,6 +549,8 @@ class GatewayImpl final : public Gateway {
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
   std::vector<ProviderState> states_;
   std::unordered_map<std::string, ModelEntry> models_;
+  std::deque<Breaker> breakers_;  // stable addresses
+  std::unordered_map<std::string, Breaker*> breaker_index_;
 };
 
 }  // namespace

@@ -213,7 +213,8 @@ class GatewayTest : public AppTest {
       return m;
     };
     s.models = {model("mock", "mock", "mock", {}), model("remote", "up", "gpt-x", {}),
-                model("flaky", "dead", "gpt-x", {"remote"}), model("ghost", "keyed", "gpt-x", {})};
+                model("flaky", "dead", "gpt-x", {"remote"}), model("ghost", "keyed", "gpt-x", {}),
+                model("broken", "dead", "gpt-x", {})};
   }
 
   Headers admin() const { return bearer(kAdminKey); }
@@ -433,6 +434,37 @@ TEST_F(GatewayTest, StreamFallbackToRemoteWhenRouteIsDead) {
   EXPECT_GE(counter("alou_gateway_fallbacks_total", {{"model", "flaky"}}), 1u);
 }
 
+// A dead route opens its breaker after 5 consecutive failures: later
+// requests fail fast with 503 circuit_open (no connect attempt), fallbacks
+// skip it, and /api/status and /metrics show it open.
+TEST_F(GatewayTest, BreakerOpensAfterRepeatedFailuresAndFailsFast) {
+  for (int i = 0; i < 3; ++i) {  // two tries each: 6 failures
+    const Res r = chat(chat_body("broken", "hi"));
+    EXPECT_EQ(r.result_int(), 502) << r.body();
+  }
+  const auto tried = requests("broken", "dead", "error");
+  EXPECT_EQ(tried, 6u);
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_openai_error(chat(chat_body("broken", "hi")), 503, "circuit_open");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  EXPECT_EQ(requests("broken", "dead", "error"), tried);  // no new attempt
+  // "flaky" shares the dead route: it now goes straight to its fallback.
+  const Res f = chat(chat_body("flaky", "hello world"));
+  ASSERT_EQ(f.result_int(), 200) << f.body();
+  EXPECT_EQ(requests("flaky", "dead", "error"), 0u);
+  const Res m = get("/metrics");
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_breaker_open{provider=\"dead\",model=\"gpt-x\"}"), 1.0) << m.body();
+  const Res st = get("/api/status", admin());
+  ASSERT_EQ(st.result_int(), 200) << st.body();
+  const json status = parse(st.body());
+  bool seen_open = false;
+  for (const auto& p : status["providers"]) {
+    if (p["name"] != "dead") continue;
+    for (const auto& r : p["routes"]) seen_open = seen_open || r["breaker"] == "open";
+  }
+  EXPECT_TRUE(seen_open) << st.body();
+}
+
 // ---------------------------------------------------------------- 6: upstream failures
 
 TEST_F(GatewayTest, Upstream400IsNotRetried) {
@@ -626,7 +658,7 @@ TEST_F(GatewayTest, AdminListsEnabledModels) {
     ids.push_back(m.value("id", ""));
   }
   // "ghost": its only provider is disabled and it has no fallback.
-  EXPECT_EQ(ids, (std::vector<std::string>{"flaky", "mock", "remote"})) << list.body();
+  EXPECT_EQ(ids, (std::vector<std::string>{"broken", "flaky", "mock", "remote"})) << list.body();
 
   const Res one = get("/v1/models/remote", admin());
   ASSERT_EQ(one.result_int(), 200) << one.body();
