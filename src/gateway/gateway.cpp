@@ -185,6 +185,7 @@ class GatewayImpl final : public Gateway {
                                     .watch_client = true};
     router.post("/v1/chat/completions", [this](http::Exchange& ex) { return chat(ex); }, openai);
     const http::RouteOptions listing{.access = http::Access::kAuthenticated, .format = http::ErrorFormat::kOpenAi};
+    router.post("/v1/embeddings", [this](http::Exchange& ex) { return embeddings(ex); }, openai);
     router.get("/v1/models", [this](http::Exchange& ex) { return list_models(ex); }, listing);
     router.get("/v1/models/{model}", [this](http::Exchange& ex) { return get_model(ex); }, listing);
   }
@@ -334,22 +335,8 @@ class GatewayImpl final : public Gateway {
       co_return ex.error(Error::bad_request("stream must be a boolean", "invalid_stream"));
     }
     const std::string model = body["model"].get<std::string>();
-    if (!ex.principal || !ex.principal->may_use_model(model)) {
-      co_return ex.error(Error::forbidden("this key may not use model `" + model + "`", "model_not_allowed"));
-    }
-    auto it = models_.find(model);
-    if (it == models_.end()) {
-      co_return ex.error(Error::not_found("The model `" + model + "` does not exist or you do not have access to it.",
-                                          "model_not_found"));
-    }
-    if (!available(model)) {
-      co_return ex.error(Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider"));
-    }
-    auto targets = plan(it->second);
-    if (targets.empty()) {
-      co_return ex.error(Error::unavailable(
-          "every route of model `" + model + "` failed repeatedly (circuit open); retry shortly", "circuit_open"));
-    }
+    auto targets = targets_for(ex, model);
+    if (!targets) co_return ex.error(targets.error());
     if (body.contains("stream_options") && !body["stream_options"].is_null()) {
       const auto& so = body["stream_options"];
       if (!so.is_object() || (so.contains("include_usage") && !so["include_usage"].is_boolean())) {
@@ -357,12 +344,60 @@ class GatewayImpl final : public Gateway {
       }
     }
     const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
-    if (!stream) co_return co_await chat_once(ex, body, model, targets);
-    co_return co_await chat_streamed(ex, body, model, targets);
+    if (!stream) {
+      auto res = co_await call_once(ex, body, model, *targets, &Provider::chat);
+      co_return res;
+    }
+    auto res = co_await chat_streamed(ex, body, model, *targets);
+    co_return res;
   }
 
-  net::awaitable<http::Response> chat_once(http::Exchange& ex, json& body, const std::string& model,
-                                           const std::vector<const Target*>& targets) {
+  // The key may use the model, it exists, something serves it, and the
+  // targets to try in order.
+  Result<std::vector<const Target*>> targets_for(const http::Exchange& ex, const std::string& model) const {
+    if (!ex.principal || !ex.principal->may_use_model(model)) {
+      return Error::forbidden("this key may not use model `" + model + "`", "model_not_allowed");
+    }
+    auto it = models_.find(model);
+    if (it == models_.end()) {
+      return Error::not_found("The model `" + model + "` does not exist or you do not have access to it.",
+                              "model_not_found");
+    }
+    if (!available(model)) return Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider");
+    auto targets = plan(it->second);
+    if (targets.empty()) {
+      return Error::unavailable("every route of model `" + model + "` failed repeatedly (circuit open); retry shortly",
+                                "circuit_open");
+    }
+    return targets;
+  }
+
+  // POST /v1/embeddings: routed like chat (same models, keys, retries,
+  // fallbacks and breakers).
+  net::awaitable<http::Response> embeddings(http::Exchange& ex) {
+    auto body = json::parse(ex.request().body(), nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    if (!body.contains("model") || !body["model"].is_string()) {
+      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
+    }
+    const auto input = body.find("input");
+    if (input == body.end() || !(input->is_string() || (input->is_array() && !input->empty()))) {
+      co_return ex.error(Error::bad_request("input must be a string or a non-empty array", "invalid_input"));
+    }
+    const std::string model = body["model"].get<std::string>();
+    auto targets = targets_for(ex, model);
+    if (!targets) co_return ex.error(targets.error());
+    auto res = co_await call_once(ex, body, model, *targets, &Provider::embeddings);
+    co_return res;
+  }
+
+  using Call = net::awaitable<UpResult<std::string>> (Provider::*)(const json&);
+
+  // One buffered upstream call with retries and fallbacks (chat or embeddings).
+  net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
+                                           const std::vector<const Target*>& targets, Call call) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];
@@ -372,7 +407,7 @@ class GatewayImpl final : public Gateway {
           metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
-        auto r = co_await t.provider->chat(body);
+        auto r = co_await (t.provider->*call)(body);
         if (r) {
           note(t, nullptr);
         } else {

@@ -95,6 +95,12 @@ class MockProvider final : public Provider {
     co_return wire::openai_completion(*req, reply, next_ids());
   }
 
+  net::awaitable<UpResult<std::string>> embeddings(const nlohmann::json& body) override {
+    auto r = wire::openai_embeddings(body.dump());
+    if (!r) co_return UpstreamFailure{r.error()};
+    co_return std::move(*r);
+  }
+
   net::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const nlohmann::json& body) override {
     auto req = wire::parse_openai_chat(body.dump());
     if (!req) co_return UpstreamFailure{req.error()};

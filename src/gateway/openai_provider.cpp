@@ -139,6 +139,16 @@ class OpenAiProvider final : public Provider {
   const std::string& name() const override { return name_; }
   std::string_view kind() const override { return kind_; }
 
+  boost::asio::awaitable<UpResult<std::string>> embeddings(const json& body) override {
+    http::ClientRequest req = make_request(body, "embeddings");
+    auto res = co_await client_->request(std::move(req));
+    if (!res) co_return failure_from_error(name_, res.error());
+    if (res->status != 200) {
+      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
+    }
+    co_return std::move(res->body);
+  }
+
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     http::ClientRequest req = make_request(body);
     auto res = co_await client_->request(std::move(req));
@@ -170,15 +180,15 @@ class OpenAiProvider final : public Provider {
   }
 
  private:
-  http::ClientRequest make_request(const json& body) const {
+  http::ClientRequest make_request(const json& body, std::string_view op = "chat/completions") const {
     http::ClientRequest req;
     req.method = http::Verb::post;
     if (kind_ == "azure") {
       const std::string deployment = body.value("model", "");
-      req.url = base_ + "/openai/deployments/" + deployment + "/chat/completions?api-version=" + api_version_;
+      req.url = base_ + "/openai/deployments/" + deployment + "/" + std::string(op) + "?api-version=" + api_version_;
       if (!key_.empty()) req.headers.emplace_back("api-key", key_);
     } else {
-      req.url = base_ + "/chat/completions";
+      req.url = base_ + "/" + std::string(op);
       if (!key_.empty()) req.headers.emplace_back("authorization", "Bearer " + key_);
     }
     req.headers.emplace_back("content-type", "application/json");

@@ -239,6 +239,22 @@ describe('tools', () => {
   }
 });
 
+describe('embeddings', () => {
+  for (const model of ['mock', 'remote']) {
+    test(`embeddings.create on ${model} returns deterministic vectors with usage`, async () => {
+      const r = await client().embeddings.create({ model, input: ['hello', 'world'], encoding_format: 'float' });
+      assert.equal(r.object, 'list');
+      assert.equal(r.data.length, 2);
+      assert.equal(r.data[0].index, 0);
+      assert.ok(Array.isArray(r.data[0].embedding) && r.data[0].embedding.length > 0);
+      assert.notDeepEqual(r.data[0].embedding, r.data[1].embedding);
+      const again = await client().embeddings.create({ model, input: 'hello', encoding_format: 'float' });
+      assert.deepEqual(again.data[0].embedding, r.data[0].embedding);
+      assert.ok(r.usage.prompt_tokens > 0);
+    });
+  }
+});
+
 describe('models', () => {
   test('list contains the configured models', async () => {
     const ids = [];

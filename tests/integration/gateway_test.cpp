@@ -225,6 +225,11 @@ class GatewayTest : public AppTest {
     return request(bhttp::verb::post, "/v1/chat/completions", h, body.dump());
   }
   Res chat(const json& body) { return chat(body, admin()); }
+  Res embed(const json& body) {
+    Headers h = admin();
+    h.emplace_back("Content-Type", "application/json");
+    return request(bhttp::verb::post, "/v1/embeddings", h, body.dump());
+  }
 
   // A whole stream (the head, then the body until its last chunk).
   Streamed chat_stream(const json& body) {
@@ -432,6 +437,27 @@ TEST_F(GatewayTest, StreamFallbackToRemoteWhenRouteIsDead) {
   EXPECT_EQ(s.data.back(), "[DONE]") << s.body;
   EXPECT_EQ(content_of(s.data), "echo: hi there") << s.body;
   EXPECT_GE(counter("alou_gateway_fallbacks_total", {{"model", "flaky"}}), 1u);
+}
+
+// POST /v1/embeddings is routed like chat: in process and over the wire,
+// the same deterministic vectors; bad input and unknown models as for chat.
+TEST_F(GatewayTest, EmbeddingsAreRoutedLikeChat) {
+  const Res local = embed({{"model", "mock"}, {"input", "hello"}});
+  ASSERT_EQ(local.result_int(), 200) << local.body();
+  const Res remote = embed({{"model", "remote"}, {"input", "hello"}});
+  ASSERT_EQ(remote.result_int(), 200) << remote.body();
+  const json l = parse(local.body());
+  const json r = parse(remote.body());
+  ASSERT_TRUE(l["data"].is_array() && l["data"].size() == 1u) << local.body();
+  EXPECT_EQ(l["data"][0]["embedding"], r["data"][0]["embedding"]);
+  EXPECT_GT(l["usage"]["prompt_tokens"].get<int>(), 0);
+  EXPECT_EQ(upstream_.counter->chats.load(), 0);  // the upstream counts chats only
+  expect_openai_error(embed({{"model", "mock"}}), 400, "invalid_input");
+  expect_openai_error(embed({{"model", "nope"}, {"input", "x"}}), 404, "model_not_found");
+  // A dead route falls back like chat does.
+  const Res fb = embed({{"model", "flaky"}, {"input", "hello"}});
+  ASSERT_EQ(fb.result_int(), 200) << fb.body();
+  EXPECT_EQ(parse(fb.body())["data"][0]["embedding"], l["data"][0]["embedding"]);
 }
 
 // A dead route opens its breaker after 5 consecutive failures: later

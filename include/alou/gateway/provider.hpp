@@ -50,6 +50,8 @@ class Provider {
   virtual boost::asio::awaitable<UpResult<std::string>> chat(const nlohmann::json& body) = 0;
   // Same, streamed (the gateway sets stream and stream_options).
   virtual boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const nlohmann::json& body) = 0;
+  // OpenAI embeddings request -> the OpenAI embeddings response JSON text.
+  virtual boost::asio::awaitable<UpResult<std::string>> embeddings(const nlohmann::json& body) = 0;
 };
 
 }  // namespace alou::gateway
