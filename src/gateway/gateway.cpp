@@ -6,6 +6,7 @@
 #include "alou/http/client.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/http/sse.hpp"
+#include "anthropic.hpp"
 #include "providers.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -184,6 +185,10 @@ class GatewayImpl final : public Gateway {
                                     .format = http::ErrorFormat::kOpenAi,
                                     .watch_client = true};
     router.post("/v1/chat/completions", [this](http::Exchange& ex) { return chat(ex); }, openai);
+    const http::RouteOptions anthropic_route{.access = http::Access::kAuthenticated,
+                                             .format = http::ErrorFormat::kAnthropic,
+                                             .watch_client = true};
+    router.post("/v1/messages", [this](http::Exchange& ex) { return messages(ex); }, anthropic_route);
     const http::RouteOptions listing{.access = http::Access::kAuthenticated, .format = http::ErrorFormat::kOpenAi};
     router.post("/v1/embeddings", [this](http::Exchange& ex) { return embeddings(ex); }, openai);
     router.get("/v1/models", [this](http::Exchange& ex) { return list_models(ex); }, listing);
@@ -352,6 +357,32 @@ class GatewayImpl final : public Gateway {
     co_return res;
   }
 
+  // POST /v1/messages: Anthropic Messages, translated to the canonical
+  // OpenAI request and routed exactly like chat (the anthropic-version
+  // header is accepted and ignored).
+  net::awaitable<http::Response> messages(http::Exchange& ex) {
+    const auto in = json::parse(ex.request().body(), nullptr, false);
+    if (in.is_discarded() || !in.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    auto body = anthropic::to_openai_request(in);
+    if (!body) co_return ex.error(body.error());
+    const std::string model = (*body)["model"].get<std::string>();
+    auto targets = targets_for(ex, model);
+    if (!targets) co_return ex.error(targets.error());
+    const bool stream = (*body)["stream"].get<bool>();
+    body->erase("stream");
+    if (!stream) {
+      const Transform to_message = [&model](const std::string& completion) {
+        return anthropic::to_anthropic_message(completion, model);
+      };
+      auto res = co_await call_once(ex, *body, model, *targets, &Provider::chat, &to_message);
+      co_return res;
+    }
+    auto res = co_await chat_streamed(ex, *body, model, *targets, true);
+    co_return res;
+  }
+
   // The key may use the model, it exists, something serves it, and the
   // targets to try in order.
   Result<std::vector<const Target*>> targets_for(const http::Exchange& ex, const std::string& model) const {
@@ -394,10 +425,13 @@ class GatewayImpl final : public Gateway {
   }
 
   using Call = net::awaitable<UpResult<std::string>> (Provider::*)(const json&);
+  // Rewrites a successful upstream body for the client (e.g. OpenAI -> Anthropic).
+  using Transform = std::function<std::string(const std::string&)>;
 
   // One buffered upstream call with retries and fallbacks (chat or embeddings).
   net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
-                                           const std::vector<const Target*>& targets, Call call) {
+                                           const std::vector<const Target*>& targets, Call call,
+                                           const Transform* transform = nullptr) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];
@@ -423,6 +457,7 @@ class GatewayImpl final : public Gateway {
               if (usage.is_object()) record_usage(model, usage);
             }
           }
+          if (transform) co_return ex.json(http::Status::ok, (*transform)(*r));
           co_return ex.json(http::Status::ok, std::move(*r));
         }
         last = r.error();
@@ -464,7 +499,7 @@ class GatewayImpl final : public Gateway {
   }
 
   net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
-                                               const std::vector<const Target*>& targets) {
+                                               const std::vector<const Target*>& targets, bool anthropic_events = false) {
     // Usage is always asked of the upstream (billing needs it); the client
     // gets the usage chunk only if it asked for it.
     bool client_wants_usage = false;
@@ -566,6 +601,49 @@ class GatewayImpl final : public Gateway {
       std::string done = "data: [DONE]\n\n";
       rec.completed = co_await w.send_raw(done);
     };
+    // The same stream as Anthropic events (POST /v1/messages).
+    auto anthropic_producer = [&](http::SseWriter& w) -> net::awaitable<void> {
+      anthropic::StreamRelay relay(model);
+      anthropic::StreamRelay::Events events;
+      std::optional<std::string> chunk = std::move(first);
+      while (chunk) {
+        const auto j = json::parse(*chunk, nullptr, false);
+        if (j.is_object()) {
+          if (j.contains("usage") && j["usage"].is_object()) record_usage(model, j["usage"]);
+          relay.on_chunk(j, events);
+        }
+        for (const auto& [name, data] : events) {
+          const std::string text = data.dump();
+          if (!co_await w.send(http::SseEvent{.event = name, .data = text, .id = {}})) co_return;
+        }
+        events.clear();
+        auto n = co_await upstream->next();
+        if (!n) {
+          rec.failed = true;
+          const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", n.error().error.message}}}};
+          const std::string text = err.dump();
+          co_await w.send(http::SseEvent{.event = "error", .data = text, .id = {}});
+          co_return;
+        }
+        chunk = std::move(*n);
+      }
+      relay.finish(events);
+      bool ok = true;
+      for (const auto& [name, data] : events) {
+        const std::string text = data.dump();
+        ok = co_await w.send(http::SseEvent{.event = name, .data = text, .id = {}});
+        if (!ok) break;
+      }
+      rec.completed = ok;
+    };
+    if (anthropic_events) {
+      const json anthropic_err = {{"type", "error"},
+                                  {"error", {{"type", "api_error"}, {"message", "the gateway is shutting down"}}}};
+      http::SseOptions aopts;
+      aopts.shutdown_event = "event: error\ndata: " + anthropic_err.dump() + "\n\n";
+      co_await ex.stream_sse(anthropic_producer, std::move(aopts));
+      co_return http::Exchange::streamed();
+    }
     const json shutdown_err = {{"error",
                                 {{"message", "the gateway is shutting down"},
                                  {"type", "server_error"},

@@ -271,6 +271,46 @@ class GatewayTest : public AppTest {
     return created->second;
   }
 
+  // POST /v1/messages with an Anthropic client's headers (x-api-key).
+  Res messages(const json& body, std::string_view key = kAdminKey) {
+    Headers h{{"x-api-key", std::string(key)}, {"anthropic-version", "2023-06-01"}, {"Content-Type", "application/json"}};
+    return request(bhttp::verb::post, "/v1/messages", h, body.dump());
+  }
+
+  // A whole /v1/messages stream as (event, data) pairs.
+  std::vector<std::pair<std::string, std::string>> messages_stream(const json& body, int* status = nullptr) {
+    std::vector<std::pair<std::string, std::string>> out;
+    Client c(ep());
+    Headers h{{"x-api-key", std::string(kAdminKey)}, {"anthropic-version", "2023-06-01"},
+              {"Content-Type", "application/json"}};
+    EXPECT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/messages", h, body.dump())));
+    ResParser p;
+    p.body_limit(boost::none);
+    auto ec = c.read_header(p);
+    EXPECT_FALSE(ec) << ec.message();
+    if (ec) return out;
+    ec = c.read_rest(p);
+    EXPECT_FALSE(ec) << ec.message();
+    if (status) *status = p.get().result_int();
+    EXPECT_EQ(std::string(p.get()[bhttp::field::content_type]), "text/event-stream");
+    const std::string text = p.get().body();
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      auto end = text.find("\n\n", pos);
+      if (end == std::string::npos) end = text.size();
+      std::istringstream event(text.substr(pos, end - pos));
+      std::string line;
+      std::pair<std::string, std::string> e;
+      while (std::getline(event, line)) {
+        if (line.rfind("event: ", 0) == 0) e.first = line.substr(7);
+        if (line.rfind("data: ", 0) == 0) e.second += line.substr(6);
+      }
+      if (!e.first.empty() || !e.second.empty()) out.push_back(std::move(e));
+      pos = end + 2;
+    }
+    return out;
+  }
+
   Upstream upstream_;
 };
 
@@ -731,6 +771,175 @@ TEST_F(GatewayTest, NoAuthIs401InOpenAiShape) {
   EXPECT_TRUE(j["error"]["code"].is_string()) << r.body();
   EXPECT_EQ(get("/v1/models").result_int(), 401);
   EXPECT_EQ(request(bhttp::verb::post, "/v1/chat/completions", bearer("sk-alou-wrong"), "{}").result_int(), 401);
+}
+
+}  // namespace
+}  // namespace alou::itest
+
+// ---------------------------------------------------------------- Anthropic Messages (/v1/messages)
+
+namespace alou::itest {
+namespace {
+
+json anthropic_body(std::string_view model, std::string_view content) {
+  return {{"model", model}, {"max_tokens", 64}, {"messages", json::array({{{"role", "user"}, {"content", content}}})}};
+}
+
+// {"type":"error","error":{"type","message"}}, exactly.
+void expect_anthropic_error(const Res& r, int status, std::string_view type) {
+  EXPECT_EQ(r.result_int(), status) << r.body();
+  const json j = parse(r.body());
+  ASSERT_TRUE(j.is_object()) << r.body();
+  EXPECT_EQ(j.size(), 2u) << r.body();
+  EXPECT_EQ(j.value("type", ""), "error") << r.body();
+  ASSERT_TRUE(j.contains("error") && j["error"].is_object()) << r.body();
+  EXPECT_EQ(j["error"].size(), 2u) << r.body();
+  EXPECT_EQ(j["error"].value("type", ""), type) << r.body();
+  EXPECT_FALSE(j["error"].value("message", "").empty()) << r.body();
+}
+
+TEST_F(GatewayTest, MessagesEchoInProcessAndRemote) {
+  for (const char* model : {"mock", "remote"}) {
+    const Res r = messages(anthropic_body(model, "hello world"));
+    ASSERT_EQ(r.result_int(), 200) << model << ": " << r.body();
+    const json j = parse(r.body());
+    ASSERT_TRUE(j.is_object()) << r.body();
+    EXPECT_EQ(j.value("type", ""), "message") << r.body();
+    EXPECT_EQ(j.value("role", ""), "assistant") << r.body();
+    EXPECT_EQ(j.value("model", ""), model) << r.body();
+    EXPECT_EQ(j.value("id", "").rfind("msg_", 0), 0u) << r.body();
+    EXPECT_EQ(j["content"], json::array({{{"type", "text"}, {"text", "echo: hello world"}}})) << r.body();
+    EXPECT_EQ(j.value("stop_reason", ""), "end_turn") << r.body();
+    EXPECT_TRUE(j.contains("stop_sequence") && j["stop_sequence"].is_null()) << r.body();
+    EXPECT_EQ(j["usage"], json({{"input_tokens", 3}, {"output_tokens", 5}})) << r.body();
+  }
+  EXPECT_EQ(upstream_.counter->chats.load(), 1);
+  EXPECT_EQ(requests("remote", "up", "ok"), 1u);
+}
+
+TEST_F(GatewayTest, MessagesSystemPromptAndMultiTurn) {
+  json body = {{"model", "remote"},
+               {"max_tokens", 100},
+               {"system", json::array({{{"type", "text"}, {"text", "be brief"}}})},
+               {"temperature", 0.5},
+               {"stop_sequences", json::array({"END"})},
+               {"messages", json::array({{{"role", "user"}, {"content", "first"}},
+                                         {{"role", "assistant"}, {"content", json::array({{{"type", "text"}, {"text", "echo: first"}}})}},
+                                         {{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "second"}}})}}})}};
+  const Res r = messages(body);
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  const json j = parse(r.body());
+  EXPECT_EQ(j["content"][0].value("text", ""), "echo: second") << r.body();
+  // prompt: "be brief" (8) + "first" (5) + "echo: first" (11) + "second" (6) = 30 chars -> 8 tokens.
+  EXPECT_EQ(j["usage"].value("input_tokens", -1), 8) << r.body();
+}
+
+TEST_F(GatewayTest, MessagesToolUseRoundTrip) {
+  json body = anthropic_body("remote", "/tool get_weather {\"city\":\"Paris\"}");
+  body["tools"] = json::array({{{"name", "get_weather"},
+                                {"description", "Current weather of a city"},
+                                {"input_schema", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}}}}});
+  body["tool_choice"] = {{"type", "auto"}};
+  const Res r = messages(body);
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  const json j = parse(r.body());
+  EXPECT_EQ(j.value("stop_reason", ""), "tool_use") << r.body();
+  ASSERT_TRUE(j["content"].is_array() && j["content"].size() == 1u) << r.body();
+  const json& block = j["content"][0];
+  EXPECT_EQ(block.value("type", ""), "tool_use") << r.body();
+  EXPECT_EQ(block.value("name", ""), "get_weather") << r.body();
+  EXPECT_EQ(block["input"], json({{"city", "Paris"}})) << r.body();
+  ASSERT_FALSE(block.value("id", "").empty()) << r.body();
+
+  json second = body;
+  second["messages"].push_back({{"role", "assistant"}, {"content", j["content"]}});
+  second["messages"].push_back(
+      {{"role", "user"},
+       {"content", json::array({{{"type", "tool_result"}, {"tool_use_id", block["id"]}, {"content", "18C, clear"}}})}});
+  const Res r2 = messages(second);
+  ASSERT_EQ(r2.result_int(), 200) << r2.body();
+  const json j2 = parse(r2.body());
+  EXPECT_EQ(j2["content"], json::array({{{"type", "text"}, {"text", "tool get_weather returned: 18C, clear"}}}))
+      << r2.body();
+  EXPECT_EQ(j2.value("stop_reason", ""), "end_turn") << r2.body();
+}
+
+TEST_F(GatewayTest, MessagesStreamEvents) {
+  for (const char* model : {"remote", "mock"}) {
+    json body = anthropic_body(model, "hi there");
+    body["stream"] = true;
+    int status = 0;
+    const auto events = messages_stream(body, &status);
+    ASSERT_EQ(status, 200);
+    ASSERT_GE(events.size(), 6u);
+    std::vector<std::string> names;
+    std::string text;
+    for (const auto& [name, data] : events) {
+      if (names.empty() || names.back() != name) names.push_back(name);
+      const json j = parse(data);
+      ASSERT_TRUE(j.is_object()) << data;
+      EXPECT_EQ(j.value("type", ""), name) << data;
+      if (name == "content_block_delta") {
+        EXPECT_EQ(j["delta"].value("type", ""), "text_delta") << data;
+        text += j["delta"].value("text", "");
+      }
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"message_start", "content_block_start", "content_block_delta",
+                                               "content_block_stop", "message_delta", "message_stop"}))
+        << model;
+    EXPECT_EQ(text, "echo: hi there") << model;
+    const json start = parse(events.front().second);
+    EXPECT_EQ(start["message"].value("model", ""), model);
+    EXPECT_EQ(start["message"]["content"], json::array());
+    const json delta = parse(events[events.size() - 2].second);
+    EXPECT_EQ(delta["delta"].value("stop_reason", ""), "end_turn");
+    // "echo: hi there" = 14 chars -> 4 tokens.
+    EXPECT_EQ(delta["usage"].value("output_tokens", -1), 4);
+  }
+}
+
+TEST_F(GatewayTest, MessagesStreamToolUse) {
+  json body = anthropic_body("remote", "/tool get_weather {\"city\":\"Paris\"}");
+  body["stream"] = true;
+  const auto events = messages_stream(body);
+  ASSERT_FALSE(events.empty());
+  std::string partial;
+  bool started = false;
+  for (const auto& [name, data] : events) {
+    const json j = parse(data);
+    if (name == "content_block_start") {
+      EXPECT_EQ(j["content_block"].value("type", ""), "tool_use") << data;
+      EXPECT_EQ(j["content_block"].value("name", ""), "get_weather") << data;
+      started = true;
+    }
+    if (name == "content_block_delta") partial += j["delta"].value("partial_json", "");
+    if (name == "message_delta") EXPECT_EQ(j["delta"].value("stop_reason", ""), "tool_use") << data;
+  }
+  EXPECT_TRUE(started);
+  EXPECT_EQ(parse(partial), json({{"city", "Paris"}})) << partial;
+  EXPECT_EQ(events.back().first, "message_stop");
+}
+
+TEST_F(GatewayTest, MessagesStreamMidStreamFailureIsAnErrorEvent) {
+  json body = anthropic_body("remote", "/cut 2 one two three four five six");
+  body["stream"] = true;
+  const auto events = messages_stream(body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().first, "message_start");
+  EXPECT_EQ(events.back().first, "error");
+  const json e = parse(events.back().second);
+  EXPECT_EQ(e.value("type", ""), "error") << events.back().second;
+  EXPECT_EQ(e["error"].value("type", ""), "api_error") << events.back().second;
+}
+
+TEST_F(GatewayTest, MessagesErrorsInAnthropicShape) {
+  json no_max = anthropic_body("mock", "hi");
+  no_max.erase("max_tokens");
+  expect_anthropic_error(messages(no_max), 400, "invalid_request_error");
+  expect_anthropic_error(messages(anthropic_body("nope", "hi")), 404, "not_found_error");
+  expect_anthropic_error(messages(anthropic_body("mock", "hi"), "wrong-key-0123456789"), 401, "authentication_error");
+  Headers h{{"x-api-key", std::string(kAdminKey)}, {"Content-Type", "application/json"}};
+  expect_anthropic_error(request(bhttp::verb::post, "/v1/messages", h, "{not json"), 400, "invalid_request_error");
 }
 
 }  // namespace
