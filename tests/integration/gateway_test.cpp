@@ -913,7 +913,9 @@ TEST_F(GatewayTest, MessagesStreamToolUse) {
       started = true;
     }
     if (name == "content_block_delta") partial += j["delta"].value("partial_json", "");
-    if (name == "message_delta") EXPECT_EQ(j["delta"].value("stop_reason", ""), "tool_use") << data;
+    if (name == "message_delta") {
+      EXPECT_EQ(j["delta"].value("stop_reason", ""), "tool_use") << data;
+    }
   }
   EXPECT_TRUE(started);
   EXPECT_EQ(parse(partial), json({{"city", "Paris"}})) << partial;

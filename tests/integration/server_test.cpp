@@ -103,13 +103,18 @@ TEST_F(Server, UnknownV1PathIs404InOpenAiShape) {
 }
 
 TEST_F(Server, MessagesPathErrorsInAnthropicShape) {
-  const Res r = get("/v1/messages");
+  // An unrouted path under /v1/messages/ (POST /v1/messages itself exists).
+  const Res r = get("/v1/messages/nope");
   EXPECT_EQ(r.result_int(), 404);
   const json b = body_json(r);
   EXPECT_EQ(b["type"], "error") << r.body();
   EXPECT_EQ(b["error"]["type"], "not_found_error");
   EXPECT_TRUE(b["error"]["message"].is_string());
   EXPECT_FALSE(header(r, "x-request-id").empty());
+  // The wrong method on /v1/messages: 405, still Anthropic's shape.
+  const Res m = get("/v1/messages");
+  EXPECT_EQ(m.result_int(), 405);
+  EXPECT_EQ(body_json(m)["type"], "error") << m.body();
 }
 
 TEST_F(Server, WrongMethodIs405WithAllow) {
