@@ -156,7 +156,13 @@ class GatewayImpl final : public Gateway {
       }
       st.enabled = impl != nullptr;
       states_.push_back(st);
-      if (impl) providers_.emplace(p.name, std::move(impl));
+      if (impl) {
+        // Created up front: the hot path only touches atomics.
+        latency_[p.name] = &m.histogram("alou_gateway_upstream_seconds",
+                                        "Upstream call time: a whole buffered answer, or a stream's first chunk",
+                                        {{"provider", p.name}});
+        providers_.emplace(p.name, std::move(impl));
+      }
     }
     for (const auto& ms : s.models) {
       ModelEntry e{ms.name, {}, ms.fallbacks};
@@ -441,7 +447,9 @@ class GatewayImpl final : public Gateway {
           metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
+        const auto started = std::chrono::steady_clock::now();
         auto r = co_await (t.provider->*call)(body);
+        observe_latency(t, started);
         if (r) {
           note(t, nullptr);
         } else {
@@ -471,6 +479,13 @@ class GatewayImpl final : public Gateway {
       }
     }
     co_return failure_response(ex, last);
+  }
+
+  void observe_latency(const Target& t, std::chrono::steady_clock::time_point started) const {
+    const auto it = latency_.find(t.provider->name());
+    if (it != latency_.end()) {
+      it->second->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
   }
 
   // Feeds the route's breaker: only failures that say the route is unwell.
@@ -524,9 +539,11 @@ class GatewayImpl final : public Gateway {
           metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
+        const auto started = std::chrono::steady_clock::now();
         auto s = co_await t.provider->chat_stream(body);
         if (s) {
           auto f = co_await (*s)->next();
+          observe_latency(t, started);
           if (f) {
             note(t, nullptr);
           } else {
@@ -662,6 +679,7 @@ class GatewayImpl final : public Gateway {
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
   std::vector<ProviderState> states_;
   std::unordered_map<std::string, ModelEntry> models_;
+  std::unordered_map<std::string, metrics::Histogram*> latency_;  // by provider
   std::deque<Breaker> breakers_;  // stable addresses
   std::unordered_map<std::string, Breaker*> breaker_index_;
 };

@@ -481,6 +481,16 @@ TEST_F(GatewayTest, StreamFallbackToRemoteWhenRouteIsDead) {
 
 // POST /v1/embeddings is routed like chat: in process and over the wire,
 // the same deterministic vectors; bad input and unknown models as for chat.
+// Upstream time per provider: buffered calls and a stream's first chunk.
+TEST_F(GatewayTest, UpstreamLatencyIsObservedPerProvider) {
+  ASSERT_EQ(chat(chat_body("remote", "hello")).result_int(), 200);
+  const Streamed s = chat_stream(chat_body("mock", "hi there", true));
+  ASSERT_EQ(s.status, 200) << s.body;
+  const Res m = get("/metrics");
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_upstream_seconds_count{provider=\"up\"}"), 1.0) << m.body();
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_upstream_seconds_count{provider=\"mock\"}"), 1.0) << m.body();
+}
+
 TEST_F(GatewayTest, EmbeddingsAreRoutedLikeChat) {
   const Res local = embed({{"model", "mock"}, {"input", "hello"}});
   ASSERT_EQ(local.result_int(), 200) << local.body();
