@@ -315,6 +315,19 @@ class GatewayImpl final : public Gateway {
     });
   }
 
+  metrics::Counter& retries(const std::string& provider) {
+    return cached("r\x1f" + provider, [&]() -> metrics::Counter& {
+      return metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", provider}});
+    });
+  }
+
+  metrics::Counter& fallbacks(const std::string& model) {
+    return cached("f\x1f" + model, [&]() -> metrics::Counter& {
+      return metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model",
+                              {{"model", model}});
+    });
+  }
+
   void record_usage(const std::string& model, const json& usage) {
     if (!usage.is_object()) return;
     const auto number = [&](const char* k) -> std::int64_t {
@@ -444,7 +457,7 @@ class GatewayImpl final : public Gateway {
       body["model"] = t.model;
       for (int attempt = 0; attempt < kTriesPerTarget; ++attempt) {
         if (attempt > 0) {
-          metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
+          retries(t.provider->name()).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
         const auto started = std::chrono::steady_clock::now();
@@ -475,7 +488,7 @@ class GatewayImpl final : public Gateway {
         if (!last.retryable) co_return failure_response(ex, last);
       }
       if (ti + 1 < targets.size()) {
-        metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
+        fallbacks(model).inc();
       }
     }
     co_return failure_response(ex, last);
@@ -536,7 +549,7 @@ class GatewayImpl final : public Gateway {
       body["model"] = t.model;
       for (int attempt = 0; attempt < kTriesPerTarget && !used; ++attempt) {
         if (attempt > 0) {
-          metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", t.provider->name()}}).inc();
+          retries(t.provider->name()).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
         const auto started = std::chrono::steady_clock::now();
@@ -567,7 +580,7 @@ class GatewayImpl final : public Gateway {
         if (!last.retryable) co_return failure_response(ex, last);
       }
       if (!used && ti + 1 < targets.size()) {
-        metrics_.counter("alou_gateway_fallbacks_total", "Moves to the next route or fallback model", {{"model", model}}).inc();
+        fallbacks(model).inc();
       }
     }
     if (!used) co_return failure_response(ex, last);

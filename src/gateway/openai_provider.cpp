@@ -140,23 +140,13 @@ class OpenAiProvider final : public Provider {
   std::string_view kind() const override { return kind_; }
 
   boost::asio::awaitable<UpResult<std::string>> embeddings(const json& body) override {
-    http::ClientRequest req = make_request(body, "embeddings");
-    auto res = co_await client_->request(std::move(req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
-    }
-    co_return std::move(res->body);
+    auto r = co_await post(body, "embeddings");
+    co_return r;
   }
 
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
-    http::ClientRequest req = make_request(body);
-    auto res = co_await client_->request(std::move(req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
-    }
-    co_return std::move(res->body);
+    auto r = co_await post(body, "chat/completions");
+    co_return r;
   }
 
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
@@ -180,6 +170,17 @@ class OpenAiProvider final : public Provider {
   }
 
  private:
+  // One buffered POST of an OpenAI operation; the body back, or a failure.
+  boost::asio::awaitable<UpResult<std::string>> post(const json& body, std::string_view op) {
+    http::ClientRequest req = make_request(body, op);
+    auto res = co_await client_->request(std::move(req));
+    if (!res) co_return failure_from_error(name_, res.error());
+    if (res->status != 200) {
+      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
+    }
+    co_return std::move(res->body);
+  }
+
   http::ClientRequest make_request(const json& body, std::string_view op = "chat/completions") const {
     http::ClientRequest req;
     req.method = http::Verb::post;
