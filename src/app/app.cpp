@@ -1,6 +1,7 @@
 #include "alou/app/app.hpp"
 
 #include "alou/auth/filters.hpp"
+#include "alou/billing/billing.hpp"
 #include "alou/auth/keys.hpp"
 #include "alou/core/log.hpp"
 #include "alou/core/metrics.hpp"
@@ -58,12 +59,27 @@ class AppImpl final : public App {
     }
     keys_ = std::make_unique<auth::KeyStore>(*db_, std::chrono::milliseconds(settings_.auth.key_cache_ms), admin_key);
 
-    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_);
+    auto ledger = billing::Ledger::open(
+        *db_, billing::LedgerOptions{.key_file = std::filesystem::path(settings_.storage.data_dir) / "ledger.key",
+                                     .checkpoint_every = settings_.billing.checkpoint_every,
+                                     .release_stale_holds = true});
+    if (!ledger) return ledger.error();
+    ledger_ = std::move(*ledger);
+    billing_ = std::make_unique<billing::Billing>(settings_, *ledger_, *db_, metrics_,
+                                                  [this](std::string name) -> net::awaitable<std::optional<std::string>> {
+                                                    auto k = co_await keys_->find(std::move(name));
+                                                    if (!k) co_return std::nullopt;
+                                                    co_return k->id;
+                                                  });
+    if (auto r = billing_->load_prices(); !r) return r.error();
+
+    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, billing_.get());
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
 
     http::Router router;
     gateway_->add_routes(router);
+    billing_->add_routes(router);
     ops::add_routes(router, ops::StatusSources{
                                 .version = kVersion,
                                 .started = started_,
@@ -122,6 +138,9 @@ class AppImpl final : public App {
       for (auto& t : threads_) t.join();
       threads_.clear();
     }
+    // Every settlement of a finished request is queued by now: write them
+    // (and a final checkpoint) before the database closes.
+    if (ledger_) ledger_->close();
     if (kv_) kv_->flush();
     if (db_) db_->close();
     spdlog::info("stopped");
@@ -151,9 +170,13 @@ class AppImpl final : public App {
   Settings settings_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   metrics::Registry metrics_;
+  // The database and the ledger outlive the io_context too: a coroutine
+  // frame it destroys may still own a hold, whose release reaches them.
+  std::unique_ptr<storage::Database> db_;
+  std::unique_ptr<billing::Ledger> ledger_;
+  std::unique_ptr<billing::Billing> billing_;
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(ioc_);
-  std::unique_ptr<storage::Database> db_;
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;
   std::unique_ptr<gateway::Gateway> gateway_;

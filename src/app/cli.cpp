@@ -2,6 +2,8 @@
 // key, provider keys and the like are read from the environment only.
 #include "alou/app/app.hpp"
 #include "alou/auth/keys.hpp"
+#include "alou/billing/billing.hpp"
+#include "alou/billing/ledger.hpp"
 #include "alou/core/log.hpp"
 #include "alou/core/metrics.hpp"
 #include "alou/core/money.hpp"
@@ -36,6 +38,8 @@ commands:
   keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--budget USD]
   keys list
   keys revoke ID_OR_NAME
+  credit ACCOUNT USD [--memo TEXT]                                 add credit (ACCOUNT: key id or name, wallet address)
+  ledger verify                                                    check the hash chain and the balances (exit 1 if bad)
   mock-upstream --listen HOST:PORT                                 deterministic fake providers over HTTP
   version                                                          print the version
 
@@ -140,6 +144,90 @@ int cmd_migrate(const Args& a) {
   return 0;
 }
 
+Result<std::unique_ptr<billing::Ledger>> open_ledger(const Settings& s, storage::Database& db) {
+  return billing::Ledger::open(
+      db, billing::LedgerOptions{.key_file = std::filesystem::path(s.storage.data_dir) / "ledger.key",
+                                 .checkpoint_every = s.billing.checkpoint_every,
+                                 .release_stale_holds = false});
+}
+
+// Credits `account` from system:credits; prints the entry and the balance.
+int give_credit(billing::Ledger& ledger, const std::string& account, std::int64_t nanos, const std::string& memo) {
+  billing::Batch b;
+  b.transfers.push_back(billing::Transfer{"credit", std::string(billing::kCredits), account, nanos, "", memo, ""});
+  auto seq = ledger.commit_sync(std::move(b));
+  if (!seq) return fail(seq.error().message);
+  std::printf("credited %s USD to %s (ledger entry %lld); balance %s USD\n", format_money(nanos).c_str(),
+              account.c_str(), static_cast<long long>(*seq), format_money(ledger.funds(account).balance_nanos).c_str());
+  return 0;
+}
+
+int cmd_credit(const Args& a) {
+  if (a.help || a.positional.size() != 2) {
+    std::puts("usage: alou credit ACCOUNT USD [--memo TEXT]\n\n"
+              "ACCOUNT: an API key's id or name, a wallet address, or key:<id> / wallet:<address>.");
+    return a.help ? 0 : 2;
+  }
+  if (auto r = only_flags(a, {"config", "data-dir", "memo"}); !r) return fail(r.error().message, 2);
+  const auto nanos = parse_money(a.positional[1]);
+  if (!nanos || *nanos <= 0) return fail("USD must be a positive amount like 25 or 2.50", 2);
+  auto s = settings_for(a);
+  if (!s) return fail(s.error().message);
+  spdlog::set_level(spdlog::level::warn);
+  auto db = storage::Database::open(s->storage);
+  if (!db) return fail(db.error().message);
+  if (auto m = (*db)->migrate(storage::default_migrations_dir()); !m) return fail(m.error().message);
+  std::string account = a.positional[0];
+  if (account.starts_with("system:")) return fail("system accounts cannot be credited", 2);
+  if (!billing::is_account_id(account)) {
+    auth::KeyStore keys(**db, std::chrono::milliseconds(0), std::nullopt);
+    if (auto k = keys.find_blocking(account)) {
+      account = "key:" + k->id;
+    } else if (auto w = billing::wallet_account(account)) {
+      account = *w;
+    } else {
+      return fail("no key or wallet named \"" + account + "\"");
+    }
+  }
+  auto ledger = open_ledger(*s, **db);
+  if (!ledger) return fail(ledger.error().message);
+  const auto memo = a.flags.count("memo") ? a.flags.at("memo") : std::string();
+  const int rc = give_credit(**ledger, account, *nanos, memo);
+  (*ledger)->close();
+  return rc;
+}
+
+int cmd_ledger(const Args& a) {
+  const std::string sub = a.positional.empty() ? "" : a.positional[0];
+  if (a.help || sub != "verify") {
+    std::puts("usage: alou ledger verify\n\n"
+              "Recomputes the hash chain, every balance, the zero-sum invariant and the signed checkpoints.\n"
+              "Prints a JSON report; exit 0 if everything holds, 1 otherwise (naming the first bad entry).");
+    return a.help ? 0 : 2;
+  }
+  if (auto r = only_flags(a, {"config", "data-dir"}); !r) return fail(r.error().message, 2);
+  auto s = settings_for(a);
+  if (!s) return fail(s.error().message);
+  spdlog::set_level(spdlog::level::warn);
+  auto db = storage::Database::open(s->storage);
+  if (!db) return fail(db.error().message);
+  if (auto m = (*db)->migrate(storage::default_migrations_dir()); !m) return fail(m.error().message);
+  auto ledger = open_ledger(*s, **db);
+  if (!ledger) return fail(ledger.error().message);
+  const auto report = (*ledger)->verify_sync();
+  std::printf("%s\n", report.to_json().dump(2).c_str());
+  if (report.ok) {
+    std::fprintf(stderr, "ledger OK: %lld entries, %lld accounts, %lld checkpoints\n",
+                 static_cast<long long>(report.entries), static_cast<long long>(report.accounts),
+                 static_cast<long long>(report.checkpoints));
+  } else {
+    std::fprintf(stderr, "ledger BROKEN%s: %s\n",
+                 report.bad_seq ? (" at entry " + std::to_string(*report.bad_seq)).c_str() : "",
+                 report.problems.empty() ? "" : report.problems.front().c_str());
+  }
+  return report.ok ? 0 : 1;
+}
+
 std::string fmt_opt(const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : "-"; }
 
 int cmd_keys(const Args& a) {
@@ -147,7 +235,7 @@ int cmd_keys(const Args& a) {
   if (a.help || sub.empty()) {
     std::puts(
         "usage: alou keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] "
-        "[--budget USD]\n"
+        "[--budget USD] [--credit USD]\n"
         "       alou keys list\n"
         "       alou keys revoke ID_OR_NAME\n\n"
         "create prints the new key (sk-alou-...) once, alone on its line on stdout.");
@@ -201,14 +289,29 @@ int cmd_keys(const Args& a) {
       if (!nanos || *nanos < 0) return fail("--budget must be a non-negative USD amount like 25 or 2.50", 2);
       nk.budget_nanos = *nanos;
     }
-    if (a.flags.count("credit")) {
-      return fail("--credit needs the billing ledger, which this build does not have yet", 2);
+    std::optional<std::int64_t> credit;
+    if (auto c = a.flags.find("credit"); c != a.flags.end()) {
+      credit = parse_money(c->second);
+      if (!credit || *credit <= 0) return fail("--credit must be a positive USD amount like 25 or 2.50", 2);
     }
     auto created = keys.create(nk);
     if (!created) return fail(created.error().message);
     std::fprintf(stderr, "created key %s (%s, %s)\n", created->first.id.c_str(), created->first.name.c_str(),
                  role_name(created->first.role));
     std::printf("%s\n", created->second.c_str());
+    std::fflush(stdout);
+    if (credit) {
+      auto ledger = open_ledger(*s, **db);
+      if (!ledger) return fail(ledger.error().message);
+      // The key line stays alone on stdout: the credit line goes to stderr.
+      billing::Batch b;
+      b.transfers.push_back(billing::Transfer{"credit", std::string(billing::kCredits), "key:" + created->first.id,
+                                              *credit, "", "keys create --credit", ""});
+      auto seq = (*ledger)->commit_sync(std::move(b));
+      (*ledger)->close();
+      if (!seq) return fail(seq.error().message);
+      std::fprintf(stderr, "credited %s USD to key:%s\n", format_money(*credit).c_str(), created->first.id.c_str());
+    }
     return 0;
   }
   if (sub == "list") {
@@ -296,7 +399,9 @@ int run_cli(int argc, char** argv) {
   if (cmd == "migrate") return cmd_migrate(*args);
   if (cmd == "keys") return cmd_keys(*args);
   if (cmd == "mock-upstream") return cmd_mock_upstream(*args);
-  if (cmd == "credit" || cmd == "ledger" || cmd == "node") {
+  if (cmd == "credit") return cmd_credit(*args);
+  if (cmd == "ledger") return cmd_ledger(*args);
+  if (cmd == "node") {
     return fail("\"" + cmd + "\" is part of the contract but not built yet in this version", 2);
   }
   std::fputs(kUsage, stderr);

@@ -4,6 +4,7 @@
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <spdlog/spdlog.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -170,6 +171,28 @@ Result<std::vector<ApiKey>> KeyStore::list() {
   } catch (const std::exception& e) {
     return Error::internal(std::string("cannot list keys: ") + e.what(), "storage_error");
   }
+}
+
+std::optional<ApiKey> KeyStore::find_sync(SQLite::Database& c, const std::string& id_or_name) {
+  SQLite::Statement st(c, std::string("SELECT ") + kColumns + " FROM api_keys WHERE id = ? OR name = ?");
+  st.bind(1, id_or_name);
+  st.bind(2, id_or_name);
+  if (!st.executeStep()) return std::nullopt;
+  return row_to_key(st);
+}
+
+boost::asio::awaitable<std::optional<ApiKey>> KeyStore::find(std::string id_or_name) {
+  try {
+    auto r = co_await db_.run([id_or_name](SQLite::Database& c) { return find_sync(c, id_or_name); });
+    co_return r;
+  } catch (const std::exception& e) {
+    spdlog::error("keys: {}", e.what());
+    co_return std::nullopt;
+  }
+}
+
+std::optional<ApiKey> KeyStore::find_blocking(const std::string& id_or_name) {
+  return db_.run_sync([&](SQLite::Database& c) { return find_sync(c, id_or_name); });
 }
 
 Result<ApiKey> KeyStore::revoke(std::string_view id_or_name) {

@@ -291,13 +291,18 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
       {"max_steps", Kind::kUint, set_to(s.agent.max_steps), 1, 1000},
   };
 
+  const std::vector<Field> billing = {
+      {"default_max_output_tokens", Kind::kUint, set_to(s.billing.default_max_output_tokens), 1, kU32Max},
+      {"checkpoint_every", Kind::kUint, set_to(s.billing.checkpoint_every), 1, kU32Max},
+  };
+
   struct Section {
     const char* name;
     const std::vector<Field>* fields;
   };
   const Section sections[] = {{"server", &server}, {"storage", &storage}, {"log", &log},
                               {"auth", &auth},     {"wallet", &wallet},   {"sessions", &sessions},
-                              {"agent", &agent}};
+                              {"agent", &agent},   {"billing", &billing}};
   for (const auto& [k, v] : root) {
     const std::string key(k.str());
     bool known = key == "providers" || key == "models" || key == "mcp_servers";

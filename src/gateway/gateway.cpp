@@ -121,12 +121,76 @@ struct ProviderState {
   std::string reason;
 };
 
+// When no meter is wired in (gateway-only tests): nothing is charged.
+class FreeHold final : public Hold {
+ public:
+  std::int64_t amount_nanos() const override { return 0; }
+  net::awaitable<Result<std::int64_t>> settle(Usage, std::string) override {
+    co_return Result<std::int64_t>(boost::system::in_place_value, 0);
+  }
+  void settle_detached(Usage, std::string) override {}
+  void release() override {}
+  void event(std::string, json) override {}
+};
+
+class FreeMeter final : public Meter {
+ public:
+  Result<std::unique_ptr<Hold>> hold(const HoldRequest&) override { return std::unique_ptr<Hold>(new FreeHold); }
+  void audit(const std::string&, const Principal*, std::string, const json&) override {}
+};
+
+std::int64_t int_field(const json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? std::max<std::int64_t>(0, it->get<std::int64_t>()) : 0;
+}
+
+// An OpenAI usage object as the ledger counts it.
+Usage usage_of(const json& u) {
+  Usage out;
+  out.prompt_tokens = int_field(u, "prompt_tokens");
+  out.completion_tokens = int_field(u, "completion_tokens");
+  if (const auto d = u.find("prompt_tokens_details"); d != u.end() && d->is_object()) {
+    out.cached_tokens = int_field(*d, "cached_tokens");
+  }
+  return out;
+}
+
+std::int64_t tokens_of_chars(std::size_t chars) { return static_cast<std::int64_t>((chars + 3) / 4); }
+
+// What a stream has produced, for its settlement however it ends: the
+// upstream's usage when it came, else an estimate from the streamed text.
+// Settled at most once; if the stream is abandoned (the client left and
+// the handler was cancelled) the destructor settles in the background.
+struct StreamBill {
+  Hold& hold;
+  std::string provider;
+  std::int64_t prompt_estimate = 0;
+  std::optional<Usage> usage;
+  std::size_t chars = 0;
+  bool done = false;
+
+  void see(std::string_view chunk) { chars += delta_chars(chunk); }
+  Usage current() const {
+    if (usage) return *usage;
+    return Usage{prompt_estimate, tokens_of_chars(chars), 0, true};
+  }
+  net::awaitable<Result<std::int64_t>> settle() {
+    done = true;
+    auto r = co_await hold.settle(current(), provider);
+    co_return r;
+  }
+  ~StreamBill() {
+    if (!done) hold.settle_detached(current(), provider);
+  }
+};
+
 // Random in [0, n), from libsodium (thread-safe, no shared engine state).
 std::uint32_t uniform(std::uint32_t n) { return n == 0 ? 0 : randombytes_uniform(n); }
 
 class GatewayImpl final : public Gateway {
  public:
-  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m) : metrics_(m) {
+  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, Meter* meter)
+      : metrics_(m), meter_(meter ? meter : &free_meter_) {
     http::ClientOptions opts;
     client_ = std::make_shared<http::Client>(ex, opts, &m);
     // The provider registry, filled here in one readable list.
@@ -368,11 +432,13 @@ class GatewayImpl final : public Gateway {
       }
     }
     const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
+    auto hold = open_hold(ex, model, body, stream);
+    if (!hold) co_return ex.error(hold.error());
     if (!stream) {
-      auto res = co_await call_once(ex, body, model, *targets, &Provider::chat);
+      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat);
       co_return res;
     }
-    auto res = co_await chat_streamed(ex, body, model, *targets);
+    auto res = co_await chat_streamed(ex, body, model, *targets, **hold);
     co_return res;
   }
 
@@ -391,15 +457,46 @@ class GatewayImpl final : public Gateway {
     if (!targets) co_return ex.error(targets.error());
     const bool stream = (*body)["stream"].get<bool>();
     body->erase("stream");
+    auto hold = open_hold(ex, model, *body, stream);
+    if (!hold) co_return ex.error(hold.error());
     if (!stream) {
       const Transform to_message = [&model](const std::string& completion) {
         return anthropic::to_anthropic_message(completion, model);
       };
-      auto res = co_await call_once(ex, *body, model, *targets, &Provider::chat, &to_message);
+      auto res = co_await call_once(ex, *body, model, *targets, **hold, &Provider::chat, &to_message);
       co_return res;
     }
-    auto res = co_await chat_streamed(ex, *body, model, *targets, true);
+    auto res = co_await chat_streamed(ex, *body, model, *targets, **hold, true);
     co_return res;
+  }
+
+  // Reserves the most this request may cost (402 if the balance is short)
+  // and opens its audit trail.
+  Result<std::unique_ptr<Hold>> open_hold(const http::Exchange& ex, const std::string& model, const json& body,
+                                          bool stream, std::int64_t max_output = 0) {
+    HoldRequest r;
+    r.request_id = ex.request_id;
+    r.principal = ex.principal ? &*ex.principal : nullptr;
+    r.model = model;
+    r.prompt_tokens = tokens_of_chars(ex.request().body().size());
+    r.max_output_tokens = max_output;
+    if (max_output == 0) {
+      for (const char* k : {"max_completion_tokens", "max_tokens"}) {
+        if (const auto v = int_field(body, k); v > 0) {
+          r.max_output_tokens = v;
+          break;
+        }
+      }
+    }
+    auto h = meter_->hold(r);
+    if (h) {
+      (*h)->event("request", {{"endpoint", std::string(ex.path())},
+                              {"model", model},
+                              {"stream", stream},
+                              {"principal", ex.principal ? ex.principal->id : ""},
+                              {"hold_nanos", (*h)->amount_nanos()}});
+    }
+    return h;
   }
 
   // The key may use the model, it exists, something serves it, and the
@@ -439,7 +536,9 @@ class GatewayImpl final : public Gateway {
     const std::string model = body["model"].get<std::string>();
     auto targets = targets_for(ex, model);
     if (!targets) co_return ex.error(targets.error());
-    auto res = co_await call_once(ex, body, model, *targets, &Provider::embeddings);
+    auto hold = open_hold(ex, model, body, false, 1);
+    if (!hold) co_return ex.error(hold.error());
+    auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::embeddings);
     co_return res;
   }
 
@@ -449,7 +548,7 @@ class GatewayImpl final : public Gateway {
 
   // One buffered upstream call with retries and fallbacks (chat or embeddings).
   net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
-                                           const std::vector<const Target*>& targets, Call call,
+                                           const std::vector<const Target*>& targets, Hold& hold, Call call,
                                            const Transform* transform = nullptr) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
@@ -460,6 +559,7 @@ class GatewayImpl final : public Gateway {
           retries(t.provider->name()).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
+        hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
         auto r = co_await (t.provider->*call)(body);
         observe_latency(t, started);
@@ -472,12 +572,23 @@ class GatewayImpl final : public Gateway {
         if (r) {
           outcome(model, t.provider->name(), "ok").inc();
           // Only the usage object is parsed, not the (possibly long) reply.
+          std::optional<Usage> usage;
           if (const auto at = usage_object_at(*r); at != std::string_view::npos) {
             if (const auto end = object_end(*r, at); end != std::string_view::npos) {
-              const auto usage = json::parse(std::string_view(*r).substr(at, end - at), nullptr, false);
-              if (usage.is_object()) record_usage(model, usage);
+              const auto u = json::parse(std::string_view(*r).substr(at, end - at), nullptr, false);
+              if (u.is_object()) {
+                record_usage(model, u);
+                usage = usage_of(u);
+              }
             }
           }
+          if (!usage) {
+            usage = Usage{tokens_of_chars(ex.request().body().size()), tokens_of_chars(delta_chars(*r)), 0, true};
+          }
+          hold.event("completion", {{"provider", t.provider->name()}, {"outcome", "ok"}});
+          // Delivered only once the charge is durable.
+          auto charged = co_await hold.settle(*usage, t.provider->name());
+          if (!charged) co_return ex.error(charged.error());
           if (transform) co_return ex.json(http::Status::ok, (*transform)(*r));
           co_return ex.json(http::Status::ok, std::move(*r));
         }
@@ -485,13 +596,35 @@ class GatewayImpl final : public Gateway {
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) co_return failure_response(ex, last);
+        if (!last.retryable) {
+          co_return failed(ex, hold, last);
+        }
       }
       if (ti + 1 < targets.size()) {
         fallbacks(model).inc();
       }
     }
-    co_return failure_response(ex, last);
+    co_return failed(ex, hold, last);
+  }
+
+  // Nothing was delivered: the hold is released, nothing is charged.
+  static http::Response failed(http::Exchange& ex, Hold& hold, const UpstreamFailure& f) {
+    hold.event("completion", {{"outcome", "error"}, {"status", f.error.status}, {"code", f.error.code}});
+    hold.release();
+    return failure_response(ex, f);
+  }
+
+  static json route_event(const Target& t, std::size_t ti, int attempt, const UpstreamFailure& last) {
+    json j = {{"provider", t.provider->name()}, {"upstream_model", t.model}, {"attempt", attempt + 1}};
+    if (attempt > 0) {
+      j["reason"] = "retry";
+    } else if (ti > 0) {
+      j["reason"] = "fallback";
+    } else {
+      j["reason"] = "first";
+    }
+    if (attempt > 0 || ti > 0) j["after"] = last.error.code;
+    return j;
   }
 
   void observe_latency(const Target& t, std::chrono::steady_clock::time_point started) const {
@@ -527,7 +660,8 @@ class GatewayImpl final : public Gateway {
   }
 
   net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
-                                               const std::vector<const Target*>& targets, bool anthropic_events = false) {
+                                               const std::vector<const Target*>& targets, Hold& hold,
+                                               bool anthropic_events = false) {
     // Usage is always asked of the upstream (billing needs it); the client
     // gets the usage chunk only if it asked for it.
     bool client_wants_usage = false;
@@ -552,6 +686,7 @@ class GatewayImpl final : public Gateway {
           retries(t.provider->name()).inc();
           co_await backoff(attempt - 1, last.retry_after);
         }
+        hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
         auto s = co_await t.provider->chat_stream(body);
         if (s) {
@@ -577,13 +712,14 @@ class GatewayImpl final : public Gateway {
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) co_return failure_response(ex, last);
+        if (!last.retryable) co_return failed(ex, hold, last);
       }
       if (!used && ti + 1 < targets.size()) {
         fallbacks(model).inc();
       }
     }
-    if (!used) co_return failure_response(ex, last);
+    if (!used) co_return failed(ex, hold, last);
+    StreamBill bill{hold, used->provider->name(), tokens_of_chars(ex.request().body().size()), std::nullopt};
 
     // Recorded however the stream ends, including when the client goes away
     // and this coroutine is cancelled mid-await.
@@ -593,8 +729,13 @@ class GatewayImpl final : public Gateway {
       const std::string& provider;
       bool failed = false;
       bool completed = false;
-      ~Record() { g.outcome(model, provider, failed ? "error" : (completed ? "ok" : "cancelled")).inc(); }
-    } rec{*this, model, used->provider->name()};
+      Hold& hold;
+      ~Record() {
+        const char* o = failed ? "error" : (completed ? "ok" : "cancelled");
+        g.outcome(model, provider, o).inc();
+        hold.event("completion", {{"provider", provider}, {"outcome", o}});
+      }
+    } rec{*this, model, used->provider->name(), false, false, hold};
     auto producer = [&](http::SseWriter& w) -> net::awaitable<void> {
       std::optional<std::string> chunk = std::move(first);
       while (chunk) {
@@ -604,10 +745,12 @@ class GatewayImpl final : public Gateway {
           auto j = json::parse(*chunk, nullptr, false);
           if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
             record_usage(model, j["usage"]);
+            bill.usage = usage_of(j["usage"]);
             const bool usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
             if (!client_wants_usage && usage_only) forward = false;
           }
         }
+        if (!bill.usage) bill.see(*chunk);
         if (forward) {
           std::string frame;
           frame.reserve(chunk->size() + 8);
@@ -617,6 +760,8 @@ class GatewayImpl final : public Gateway {
         auto n = co_await upstream->next();
         if (!n) {
           rec.failed = true;
+          // What was streamed is charged (the upstream's usage if it came).
+          co_await bill.settle();
           const json err = {{"error",
                              {{"message", n.error().error.message},
                               {"type", "server_error"},
@@ -627,6 +772,19 @@ class GatewayImpl final : public Gateway {
           co_return;
         }
         chunk = std::move(*n);
+      }
+      // The final event goes out only once the charge is durable.
+      auto charged = co_await bill.settle();
+      if (!charged) {
+        rec.failed = true;
+        const json err = {{"error",
+                           {{"message", charged.error().message},
+                            {"type", "server_error"},
+                            {"param", nullptr},
+                            {"code", charged.error().code}}}};
+        std::string frame = "data: " + err.dump() + "\n\n";
+        co_await w.send_raw(frame);
+        co_return;
       }
       std::string done = "data: [DONE]\n\n";
       rec.completed = co_await w.send_raw(done);
@@ -639,9 +797,13 @@ class GatewayImpl final : public Gateway {
       while (chunk) {
         const auto j = json::parse(*chunk, nullptr, false);
         if (j.is_object()) {
-          if (j.contains("usage") && j["usage"].is_object()) record_usage(model, j["usage"]);
+          if (j.contains("usage") && j["usage"].is_object()) {
+            record_usage(model, j["usage"]);
+            bill.usage = usage_of(j["usage"]);
+          }
           relay.on_chunk(j, events);
         }
+        if (!bill.usage) bill.see(*chunk);
         for (const auto& [name, data] : events) {
           const std::string text = data.dump();
           if (!co_await w.send(http::SseEvent{.event = name, .data = text, .id = {}})) co_return;
@@ -650,12 +812,21 @@ class GatewayImpl final : public Gateway {
         auto n = co_await upstream->next();
         if (!n) {
           rec.failed = true;
+          co_await bill.settle();
           const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", n.error().error.message}}}};
           const std::string text = err.dump();
           co_await w.send(http::SseEvent{.event = "error", .data = text, .id = {}});
           co_return;
         }
         chunk = std::move(*n);
+      }
+      auto charged = co_await bill.settle();
+      if (!charged) {
+        rec.failed = true;
+        const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", charged.error().message}}}};
+        const std::string text = err.dump();
+        co_await w.send(http::SseEvent{.event = "error", .data = text, .id = {}});
+        co_return;
       }
       relay.finish(events);
       bool ok = true;
@@ -686,6 +857,8 @@ class GatewayImpl final : public Gateway {
   }
 
   metrics::Registry& metrics_;
+  FreeMeter free_meter_;
+  Meter* meter_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, metrics::Counter*> counters_;
   std::shared_ptr<http::Client> client_;
@@ -700,9 +873,9 @@ class GatewayImpl final : public Gateway {
 }  // namespace
 
 Result<std::unique_ptr<Gateway>> Gateway::create(const Settings& settings, net::any_io_executor ex,
-                                                 metrics::Registry& metrics) {
+                                                 metrics::Registry& metrics, Meter* meter) {
   if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
-  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics));
+  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter));
 }
 
 }  // namespace alou::gateway

@@ -1,5 +1,7 @@
 #include "alou/gateway/usage_scan.hpp"
 
+#include <algorithm>
+
 namespace alou::gateway {
 
 std::size_t usage_object_at(std::string_view text) {
@@ -33,6 +35,34 @@ std::size_t object_end(std::string_view text, std::size_t at) {
     }
   }
   return std::string_view::npos;
+}
+
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// Adds the escaped length of every string value of `key` in `text`.
+std::size_t string_values(std::string_view text, std::string_view key) {
+  std::size_t total = 0;
+  std::size_t pos = 0;
+  while ((pos = text.find(key, pos)) != std::string_view::npos) {
+    pos += key.size();
+    while (pos < text.size() && is_space(text[pos])) ++pos;
+    if (pos >= text.size() || text[pos] != ':') continue;
+    ++pos;
+    while (pos < text.size() && is_space(text[pos])) ++pos;
+    if (pos >= text.size() || text[pos] != '"') continue;
+    const auto start = ++pos;
+    while (pos < text.size() && text[pos] != '"') pos += text[pos] == '\\' ? 2 : 1;
+    total += std::min(pos, text.size()) - start;
+  }
+  return total;
+}
+
+}  // namespace
+
+std::size_t delta_chars(std::string_view text) {
+  return string_values(text, "\"content\"") + string_values(text, "\"arguments\"");
 }
 
 }  // namespace alou::gateway

@@ -21,6 +21,9 @@
 namespace alou::storage {
 class Database;
 }
+namespace SQLite {
+class Database;
+}
 
 namespace alou::auth {
 
@@ -64,11 +67,16 @@ class KeyStore final {
   // By id or name; revoking twice is a 409.
   Result<ApiKey> revoke(std::string_view id_or_name);
 
+  // By id or name (revoked keys too); nullopt if there is none.
+  boost::asio::awaitable<std::optional<ApiKey>> find(std::string id_or_name);
+  std::optional<ApiKey> find_blocking(const std::string& id_or_name);  // CLI
+
   // The request path: the principal for a secret, or nullopt. Runs the
   // SQLite lookup on the database thread; cached.
   boost::asio::awaitable<std::optional<Principal>> authenticate(std::string secret);
 
  private:
+  static std::optional<ApiKey> find_sync(SQLite::Database& c, const std::string& id_or_name);
   struct Cached {
     std::optional<Principal> principal;
     std::chrono::steady_clock::time_point expires;

@@ -67,6 +67,11 @@ struct AgentSettings {
   std::uint32_t max_steps = 8;
 };
 
+struct BillingSettings {
+  std::uint32_t default_max_output_tokens = 4096;  // the hold when a request sets no max_tokens
+  std::uint32_t checkpoint_every = 1000;           // ledger entries between signed checkpoints
+};
+
 struct ProviderSettings {
   std::string name;
   std::string kind;                               // mock, openai, anthropic, gemini, azure, bedrock
@@ -112,6 +117,7 @@ struct Settings {
   WalletSettings wallet;
   SessionsSettings sessions;
   AgentSettings agent;
+  BillingSettings billing;
   std::vector<ProviderSettings> providers;
   std::vector<ModelSettings> models;
   std::vector<McpServerSettings> mcp_servers;

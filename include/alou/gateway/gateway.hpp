@@ -4,6 +4,7 @@
 // streaming relayed chunk by chunk through the shared SSE writer.
 #include "alou/core/config.hpp"
 #include "alou/core/error.hpp"
+#include "alou/core/metering.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <nlohmann/json_fwd.hpp>
@@ -25,8 +26,10 @@ class Gateway {
   // Builds providers from settings.providers (a provider whose api_key_env
   // is named but unset is disabled) and the model table from
   // settings.models. Errors: a model routed only to unknown kinds.
+  // `meter` (which must outlive the gateway) holds, settles and audits
+  // every request; null: nothing is charged (tests).
   static Result<std::unique_ptr<Gateway>> create(const Settings& settings, boost::asio::any_io_executor ex,
-                                                 metrics::Registry& metrics);
+                                                 metrics::Registry& metrics, Meter* meter = nullptr);
   // POST /v1/chat/completions, GET /v1/models.
   virtual void add_routes(http::Router& router) = 0;
   // For /api/status: providers and their state.

@@ -15,4 +15,9 @@ std::size_t usage_object_at(std::string_view text);
 // One past the '}' closing the object that starts at `at`, or npos.
 std::size_t object_end(std::string_view text, std::size_t at);
 
+// The length of the text a chat chunk or response carries: the string
+// values of its "content" and "arguments" keys (escaped length), for a
+// usage estimate when the upstream's own usage never arrives.
+std::size_t delta_chars(std::string_view text);
+
 }  // namespace alou::gateway

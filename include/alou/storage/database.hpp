@@ -66,6 +66,13 @@ class Database final {
     return fut.get();
   }
 
+  // Queues `f` on the database thread without waiting (a writer that
+  // completes its own callers, e.g. the ledger's group commit). `f` must
+  // not throw.
+  void post(std::function<void(SQLite::Database&)> f) {
+    boost::asio::post(thread_.get_executor(), [this, f = std::move(f)] { f(*conn_); });
+  }
+
   // Applies every migrations/NNNN_name.sql not yet recorded in
   // schema_migrations, each in its own transaction, in order. Blocking
   // (start-up and `alou migrate` only).

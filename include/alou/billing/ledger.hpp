@@ -1,0 +1,210 @@
+#pragma once
+// The ledger: an append-only, hash-chained, double-entry journal in SQLite
+// (migrations/0002_ledger.sql), written by one group-committing writer on
+// the database thread, with the balances and holds of every account kept
+// in memory for the request path.
+//
+// Accounts are strings: "key:<key id>", "wallet:<address>", and the system
+// accounts "system:revenue", "system:credits" (the source of credit given)
+// and "system:admin" (the bootstrap admin key, which may overdraw).
+#include "alou/core/error.hpp"
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace SQLite {
+class Database;
+}
+namespace alou::storage {
+class Database;
+}
+
+namespace alou::billing {
+
+inline constexpr std::string_view kRevenue = "system:revenue";
+inline constexpr std::string_view kCredits = "system:credits";
+inline constexpr std::string_view kAdmin = "system:admin";
+
+// One movement: `amount_nanos` (> 0) from `debit` to `credit`.
+struct Transfer {
+  std::string kind;  // "credit", "charge", ...
+  std::string debit;
+  std::string credit;
+  std::int64_t amount_nanos = 0;
+  std::string request_id;
+  std::string memo;
+  std::string meta;  // JSON text (model, tokens, the prices used), or empty
+};
+
+struct Entry : Transfer {
+  std::int64_t seq = 0;
+  std::int64_t ts_ms = 0;
+  std::string prev_hash;
+  std::string hash;
+};
+
+// The hash of the entry before the first.
+inline const std::string kGenesisHash(64, '0');
+
+// Hex SHA-256 over the entry's canonical encoding: each of seq, ts_ms,
+// kind, debit, credit, amount_nanos, request_id, memo, meta and prev_hash
+// as a netstring ("<byte length>:<bytes>,"), integers in decimal.
+std::string entry_hash(const Entry& e);
+
+struct UsageRow {
+  std::string request_id;
+  std::string account;
+  std::string model;
+  std::string provider;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  std::int64_t cost_nanos = 0;
+  bool estimated = false;
+};
+
+struct EventRow {
+  std::string subject;
+  std::string account;
+  std::string kind;
+  std::string data;  // JSON text
+  std::int64_t ts_ms = 0;
+};
+
+struct HoldRow {
+  std::string id;
+  std::string account;
+  std::int64_t amount_nanos = 0;
+  std::string request_id;
+  std::string model;
+};
+
+// What one commit writes, atomically (it joins a group of others).
+struct Batch {
+  std::vector<Transfer> transfers;
+  std::optional<UsageRow> usage;  // its ledger_seq: the batch's last transfer
+  std::vector<EventRow> events;
+  std::vector<HoldRow> hold_inserts;
+  // Holds this batch ends: their rows are deleted and, once durable, their
+  // amounts are no longer held in memory.
+  struct Ended {
+    std::string id;
+    std::string account;
+    std::int64_t amount_nanos = 0;
+  };
+  std::vector<Ended> holds_ended;
+};
+
+struct Funds {
+  std::int64_t balance_nanos = 0;
+  std::int64_t held_nanos = 0;
+  std::int64_t available() const { return balance_nanos - held_nanos; }
+};
+
+struct VerifyReport {
+  bool ok = true;
+  std::int64_t entries = 0;
+  std::int64_t accounts = 0;
+  std::int64_t checkpoints = 0;
+  std::string tip_hash = kGenesisHash;
+  std::optional<std::int64_t> bad_seq;  // the first entry that fails
+  std::vector<std::string> problems;
+  nlohmann::json to_json() const;
+};
+
+struct LedgerOptions {
+  std::filesystem::path key_file;        // Ed25519 seed (hex), created 0600
+  std::int64_t checkpoint_every = 1000;  // entries between signed checkpoints
+  // Serve only: holds left in the table are from a crashed run. A CLI
+  // opening the same database beside a running server must keep them.
+  bool release_stale_holds = false;
+};
+
+class Ledger final {
+ public:
+  // Blocking (start-up, CLI): loads balances, releases holds left by a
+  // crash, loads or creates the signing key.
+  static Result<std::unique_ptr<Ledger>> open(storage::Database& db, LedgerOptions options);
+  ~Ledger();
+
+  // Commits `batch` with the next group; the last entry's seq (0 if the
+  // batch had no transfer) once durable. Completion runs on the caller's
+  // executor.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto commit(Batch batch, Token&& token = {}) {
+    return boost::asio::async_initiate<Token, void(Result<std::int64_t>)>(
+        [this](auto handler, Batch b) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          submit(std::move(b), [h](Result<std::int64_t> r) mutable {
+            auto ex = boost::asio::get_associated_executor(*h);
+            boost::asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+          });
+        },
+        token, std::move(batch));
+  }
+  // Not awaited; a failure is logged.
+  void commit_detached(Batch batch);
+  // Blocking (CLI, tests).
+  Result<std::int64_t> commit_sync(Batch batch);
+
+  // In memory, for the request path.
+  Funds funds(const std::string& account) const;
+  // Reserves `amount` if the account's available balance covers it (or
+  // always, with `overdraft`). False: insufficient.
+  bool try_reserve(const std::string& account, std::int64_t amount, bool overdraft);
+  // Undoes a reservation that never reached the database.
+  void unreserve(const std::string& account, std::int64_t amount);
+
+  // Recomputes the chain, every balance and the zero-sum invariant, and
+  // checks the checkpoints' signatures. Blocking (runs on the database
+  // thread; callers off the io threads).
+  VerifyReport verify_sync();
+  boost::asio::awaitable<VerifyReport> verify();
+
+  // Hex Ed25519 public key of the checkpoints.
+  const std::string& public_key() const { return public_key_hex_; }
+  std::int64_t tip_seq() const;
+
+  // Waits for queued commits and writes a final checkpoint. Idempotent.
+  void close();
+
+ private:
+  using Done = std::function<void(Result<std::int64_t>)>;
+  struct Pending {
+    Batch batch;
+    Done done;
+  };
+  Ledger(storage::Database& db, LedgerOptions options);
+  void submit(Batch batch, Done done);
+  void flush(SQLite::Database& c);  // on the database thread
+  void write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const;
+  static VerifyReport verify_on(SQLite::Database& c, const std::string& own_key);
+
+  storage::Database& db_;
+  LedgerOptions options_;
+  std::string secret_key_;  // 64 bytes (libsodium's sk)
+  std::string public_key_hex_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::unordered_map<std::string, Funds> funds_;
+  std::vector<Pending> queue_;
+  bool flushing_ = false;
+  bool closed_ = false;
+  std::int64_t tip_seq_ = 0;  // as known to this process
+  std::string tip_hash_ = kGenesisHash;
+  std::int64_t checkpoint_seq_ = 0;
+};
+
+}  // namespace alou::billing

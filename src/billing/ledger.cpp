@@ -1,0 +1,557 @@
+#include "alou/billing/ledger.hpp"
+
+#include "alou/storage/database.hpp"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <openssl/sha.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <future>
+#include <thread>
+#include <map>
+
+namespace alou::billing {
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string hex(const unsigned char* p, std::size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(n * 2, '\0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = kDigits[p[i] >> 4];
+    out[2 * i + 1] = kDigits[p[i] & 15];
+  }
+  return out;
+}
+
+std::optional<std::string> unhex(std::string_view s) {
+  if (s.size() % 2) return std::nullopt;
+  std::string out(s.size() / 2, '\0');
+  std::size_t bin_len = 0;
+  if (sodium_hex2bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), s.data(), s.size(), nullptr, &bin_len,
+                     nullptr) != 0 ||
+      bin_len != out.size()) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+void netstring(std::string& out, std::string_view v) {
+  out += std::to_string(v.size());
+  out += ':';
+  out += v;
+  out += ',';
+}
+
+std::string checkpoint_message(std::int64_t seq, const std::string& hash) {
+  return "alou-ledger-checkpoint\n" + std::to_string(seq) + "\n" + hash;
+}
+
+// Loads the Ed25519 seed, or creates it (mode 0600) on first use.
+Result<std::string> load_or_create_seed(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (std::filesystem::exists(file, ec)) {
+    std::ifstream in(file);
+    std::string text;
+    std::getline(in, text);
+    auto seed = unhex(text);
+    if (!seed || seed->size() != crypto_sign_SEEDBYTES) {
+      return Error::internal(file.string() + " is not a 64-digit hex Ed25519 seed", "ledger_key_invalid");
+    }
+    return *seed;
+  }
+  std::filesystem::create_directories(file.parent_path(), ec);
+  std::string seed(crypto_sign_SEEDBYTES, '\0');
+  randombytes_buf(seed.data(), seed.size());
+  const auto old = ::umask(077);
+  std::ofstream out(file, std::ios::trunc);
+  ::umask(old);
+  out << hex(reinterpret_cast<const unsigned char*>(seed.data()), seed.size()) << "\n";
+  out.close();
+  if (!out) return Error::internal("cannot write " + file.string(), "ledger_key_invalid");
+  std::filesystem::permissions(file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
+  spdlog::info("created the ledger signing key {}", file.string());
+  return seed;
+}
+
+}  // namespace
+
+std::string entry_hash(const Entry& e) {
+  std::string buf;
+  buf.reserve(256 + e.meta.size());
+  netstring(buf, std::to_string(e.seq));
+  netstring(buf, std::to_string(e.ts_ms));
+  netstring(buf, e.kind);
+  netstring(buf, e.debit);
+  netstring(buf, e.credit);
+  netstring(buf, std::to_string(e.amount_nanos));
+  netstring(buf, e.request_id);
+  netstring(buf, e.memo);
+  netstring(buf, e.meta);
+  netstring(buf, e.prev_hash);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(buf.data()), buf.size(), digest);
+  return hex(digest, sizeof digest);
+}
+
+nlohmann::json VerifyReport::to_json() const {
+  nlohmann::json j = {{"ok", ok},           {"entries", entries},     {"accounts", accounts},
+                      {"checkpoints", checkpoints}, {"tip_hash", tip_hash}, {"problems", problems}};
+  j["first_bad_seq"] = bad_seq ? nlohmann::json(*bad_seq) : nlohmann::json(nullptr);
+  return j;
+}
+
+Ledger::Ledger(storage::Database& db, LedgerOptions options) : db_(db), options_(std::move(options)) {}
+
+Ledger::~Ledger() { close(); }
+
+Result<std::unique_ptr<Ledger>> Ledger::open(storage::Database& db, LedgerOptions options) {
+  if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
+  if (options.checkpoint_every < 1) options.checkpoint_every = 1;
+  std::unique_ptr<Ledger> l(new Ledger(db, std::move(options)));
+  auto seed = load_or_create_seed(l->options_.key_file);
+  if (!seed) return seed.error();
+  unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+  l->secret_key_.assign(crypto_sign_SECRETKEYBYTES, '\0');
+  crypto_sign_seed_keypair(pk, reinterpret_cast<unsigned char*>(l->secret_key_.data()),
+                           reinterpret_cast<const unsigned char*>(seed->data()));
+  sodium_memzero(seed->data(), seed->size());
+  l->public_key_hex_ = hex(pk, sizeof pk);
+
+  auto loaded = db.run_sync([&l](SQLite::Database& c) -> Result<void> {
+    try {
+      SQLite::Statement tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
+      if (tip.executeStep()) {
+        l->tip_seq_ = tip.getColumn(0).getInt64();
+        l->tip_hash_ = tip.getColumn(1).getString();
+      }
+      SQLite::Statement cp(c, "SELECT COALESCE(MAX(seq), 0) FROM ledger_checkpoints");
+      if (cp.executeStep()) l->checkpoint_seq_ = cp.getColumn(0).getInt64();
+      // Balances from the entries themselves (not from the cached table,
+      // which verify compares).
+      SQLite::Statement b(c,
+                          "SELECT account, SUM(delta) FROM ("
+                          " SELECT credit AS account, amount_nanos AS delta FROM ledger_entries"
+                          " UNION ALL SELECT debit, -amount_nanos FROM ledger_entries) GROUP BY account");
+      while (b.executeStep()) l->funds_[b.getColumn(0).getString()].balance_nanos = b.getColumn(1).getInt64();
+      // Holds left by a crash: the requests they covered were never
+      // settled, so nothing was delivered for them (a response goes out
+      // only once its charge is durable). Release them.
+      const int released = l->options_.release_stale_holds ? c.exec("DELETE FROM ledger_holds") : 0;
+      if (released > 0) spdlog::warn("ledger: released {} hold(s) left by an unclean stop", released);
+    } catch (const std::exception& e) {
+      return Error::internal(std::string("cannot load the ledger: ") + e.what(), "ledger_unavailable");
+    }
+    return {};
+  });
+  if (!loaded) return loaded.error();
+  return l;
+}
+
+std::int64_t Ledger::tip_seq() const {
+  std::lock_guard lock(mu_);
+  return tip_seq_;
+}
+
+Funds Ledger::funds(const std::string& account) const {
+  std::lock_guard lock(mu_);
+  const auto it = funds_.find(account);
+  return it == funds_.end() ? Funds{} : it->second;
+}
+
+bool Ledger::try_reserve(const std::string& account, std::int64_t amount, bool overdraft) {
+  if (amount <= 0) return true;
+  std::lock_guard lock(mu_);
+  auto& f = funds_[account];
+  if (!overdraft && f.available() < amount) return false;
+  f.held_nanos += amount;
+  return true;
+}
+
+void Ledger::unreserve(const std::string& account, std::int64_t amount) {
+  if (amount <= 0) return;
+  std::lock_guard lock(mu_);
+  auto& f = funds_[account];
+  f.held_nanos = std::max<std::int64_t>(0, f.held_nanos - amount);
+}
+
+void Ledger::submit(Batch batch, Done done) {
+  for (const auto& t : batch.transfers) {
+    if (t.amount_nanos <= 0 || t.debit.empty() || t.credit.empty() || t.debit == t.credit) {
+      done(Error::bad_request("a transfer needs two different accounts and a positive amount", "invalid_transfer"));
+      return;
+    }
+  }
+  bool start = false;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      done(Error::unavailable("the ledger is closed", "ledger_unavailable"));
+      return;
+    }
+    queue_.push_back(Pending{std::move(batch), std::move(done)});
+    if (!flushing_) flushing_ = start = true;
+  }
+  if (start) db_.post([this](SQLite::Database& c) { flush(c); });
+}
+
+void Ledger::commit_detached(Batch batch) {
+  submit(std::move(batch), [](Result<std::int64_t> r) {
+    if (!r) spdlog::error("ledger: a background commit failed: {}", r.error().message);
+  });
+}
+
+Result<std::int64_t> Ledger::commit_sync(Batch batch) {
+  auto p = std::make_shared<std::promise<Result<std::int64_t>>>();
+  auto f = p->get_future();
+  submit(std::move(batch), [p](Result<std::int64_t> r) { p->set_value(std::move(r)); });
+  return f.get();
+}
+
+// The group commit: everything queued goes into one transaction. Runs on
+// the database thread (posted by submit), until the queue is empty.
+void Ledger::flush(SQLite::Database& c) {
+  {
+    for (;;) {
+      std::vector<Pending> group;
+      {
+        std::lock_guard lock(mu_);
+        if (queue_.empty()) {
+          flushing_ = false;
+          return;
+        }
+        group.swap(queue_);
+      }
+      std::vector<std::int64_t> last_seq(group.size(), 0);
+      std::map<std::string, std::int64_t> deltas;
+      std::int64_t seq = 0;
+      std::string hash;
+      std::int64_t checkpoint_seq = 0;
+      std::map<std::string, std::int64_t> foreign;  // balances changed by another writer
+      std::string failure;
+      try {
+        SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
+        {
+          std::lock_guard lock(mu_);
+          seq = tip_seq_;
+          hash = tip_hash_;
+          checkpoint_seq = checkpoint_seq_;
+        }
+        // Another process (`alou credit`) may have appended since: chain
+        // onto the real tip and learn its balance changes.
+        SQLite::Statement tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
+        if (tip.executeStep() && tip.getColumn(0).getInt64() != seq) {
+          SQLite::Statement news(c, "SELECT debit, credit, amount_nanos FROM ledger_entries WHERE seq > ?");
+          news.bind(1, static_cast<std::int64_t>(seq));
+          while (news.executeStep()) {
+            const auto amount = news.getColumn(2).getInt64();
+            foreign[news.getColumn(0).getString()] -= amount;
+            foreign[news.getColumn(1).getString()] += amount;
+          }
+          seq = tip.getColumn(0).getInt64();
+          hash = tip.getColumn(1).getString();
+        }
+        SQLite::Statement ins(c,
+                              "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
+                              " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+        SQLite::Statement usage(c,
+                                "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
+                                " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
+                                " VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+        SQLite::Statement event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)");
+        SQLite::Statement hold_ins(c,
+                                   "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
+                                   " created_at_ms) VALUES (?,?,?,?,?,?)");
+        SQLite::Statement hold_del(c, "DELETE FROM ledger_holds WHERE id = ?");
+        const auto ts = now_ms();
+        for (std::size_t i = 0; i < group.size(); ++i) {
+          auto& b = group[i].batch;
+          std::int64_t batch_last = 0;
+          for (auto& t : b.transfers) {
+            Entry e;
+            static_cast<Transfer&>(e) = std::move(t);
+            e.seq = ++seq;
+            e.ts_ms = ts;
+            e.prev_hash = hash;
+            e.hash = entry_hash(e);
+            ins.bind(1, e.seq);
+            ins.bind(2, e.ts_ms);
+            ins.bind(3, e.kind);
+            ins.bind(4, e.debit);
+            ins.bind(5, e.credit);
+            ins.bind(6, e.amount_nanos);
+            ins.bind(7, e.request_id);
+            ins.bind(8, e.memo);
+            ins.bind(9, e.meta);
+            ins.bind(10, e.prev_hash);
+            ins.bind(11, e.hash);
+            ins.exec();
+            ins.reset();
+            deltas[e.debit] -= e.amount_nanos;
+            deltas[e.credit] += e.amount_nanos;
+            hash = std::move(e.hash);
+            batch_last = e.seq;
+          }
+          last_seq[i] = batch_last;
+          for (const auto& h : b.hold_inserts) {
+            hold_ins.bind(1, h.id);
+            hold_ins.bind(2, h.account);
+            hold_ins.bind(3, h.amount_nanos);
+            hold_ins.bind(4, h.request_id);
+            hold_ins.bind(5, h.model);
+            hold_ins.bind(6, ts);
+            hold_ins.exec();
+            hold_ins.reset();
+          }
+          for (const auto& h : b.holds_ended) {
+            hold_del.bind(1, h.id);
+            hold_del.exec();
+            hold_del.reset();
+          }
+          if (b.usage) {
+            const auto& u = *b.usage;
+            usage.bind(1, ts);
+            usage.bind(2, u.request_id);
+            usage.bind(3, u.account);
+            usage.bind(4, u.model);
+            usage.bind(5, u.provider);
+            usage.bind(6, u.prompt_tokens);
+            usage.bind(7, u.completion_tokens);
+            usage.bind(8, u.cached_tokens);
+            usage.bind(9, u.cost_nanos);
+            usage.bind(10, u.estimated ? 1 : 0);
+            if (batch_last > 0) {
+              usage.bind(11, batch_last);
+            } else {
+              usage.bind(11);
+            }
+            usage.exec();
+            usage.reset();
+          }
+          for (const auto& ev : b.events) {
+            event.bind(1, ev.subject);
+            event.bind(2, ev.account);
+            event.bind(3, ev.ts_ms > 0 ? ev.ts_ms : ts);
+            event.bind(4, ev.kind);
+            event.bind(5, ev.data);
+            event.exec();
+            event.reset();
+          }
+        }
+        if (!deltas.empty()) {
+          SQLite::Statement bal(c,
+                                "INSERT INTO ledger_balances (account, balance_nanos, last_seq) VALUES (?,?,?)"
+                                " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
+                                " excluded.balance_nanos, last_seq = excluded.last_seq");
+          for (const auto& [account, delta] : deltas) {
+            bal.bind(1, account);
+            bal.bind(2, delta);
+            bal.bind(3, seq);
+            bal.exec();
+            bal.reset();
+          }
+        }
+        if (seq - checkpoint_seq >= options_.checkpoint_every) {
+          write_checkpoint(c, seq, hash);
+          checkpoint_seq = seq;
+        }
+        tx.commit();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (!failure.empty()) {
+        spdlog::error("ledger: a group of {} commit(s) failed: {}", group.size(), failure);
+        for (auto& p : group) p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
+        continue;
+      }
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& [account, d] : foreign) funds_[account].balance_nanos += d;
+        for (const auto& [account, d] : deltas) funds_[account].balance_nanos += d;
+        for (const auto& p : group) {
+          for (const auto& h : p.batch.holds_ended) {
+            auto& f = funds_[h.account];
+            f.held_nanos = std::max<std::int64_t>(0, f.held_nanos - h.amount_nanos);
+          }
+        }
+        tip_seq_ = seq;
+        tip_hash_ = hash;
+        checkpoint_seq_ = checkpoint_seq;
+      }
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        group[i].done(Result<std::int64_t>(boost::system::in_place_value, last_seq[i]));
+      }
+    }
+  }
+}
+
+void Ledger::write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const {
+  const auto msg = checkpoint_message(seq, hash);
+  unsigned char sig[crypto_sign_BYTES];
+  crypto_sign_detached(sig, nullptr, reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+                       reinterpret_cast<const unsigned char*>(secret_key_.data()));
+  SQLite::Statement cp(c,
+                       "INSERT OR IGNORE INTO ledger_checkpoints (seq, hash, ts_ms, public_key, signature)"
+                       " VALUES (?,?,?,?,?)");
+  cp.bind(1, seq);
+  cp.bind(2, hash);
+  cp.bind(3, now_ms());
+  cp.bind(4, public_key_hex_);
+  cp.bind(5, hex(sig, sizeof sig));
+  cp.exec();
+}
+
+VerifyReport Ledger::verify_sync() {
+  const std::string key = public_key_hex_;
+  return db_.run_sync([&key](SQLite::Database& c) { return verify_on(c, key); });
+}
+
+boost::asio::awaitable<VerifyReport> Ledger::verify() {
+  const std::string key = public_key_hex_;
+  auto r = co_await db_.run([key](SQLite::Database& c) { return verify_on(c, key); });
+  co_return r;
+}
+
+VerifyReport Ledger::verify_on(SQLite::Database& c, const std::string& own_key) {
+  {
+    VerifyReport r;
+    auto fail = [&r](std::int64_t seq, std::string why) {
+      r.ok = false;
+      if (!r.bad_seq) r.bad_seq = seq;
+      if (r.problems.size() < 20) r.problems.push_back("entry " + std::to_string(seq) + ": " + std::move(why));
+    };
+    try {
+      SQLite::Transaction read(c);  // one consistent snapshot
+      std::map<std::string, std::int64_t> balances;
+      std::map<std::int64_t, std::string> hashes_at;  // for checkpoints
+      std::map<std::int64_t, bool> wanted;
+      SQLite::Statement cps(c, "SELECT seq FROM ledger_checkpoints");
+      while (cps.executeStep()) wanted[cps.getColumn(0).getInt64()] = true;
+
+      SQLite::Statement st(c,
+                           "SELECT seq, ts_ms, kind, debit, credit, amount_nanos, request_id, memo, meta, prev_hash,"
+                           " hash FROM ledger_entries ORDER BY seq");
+      std::int64_t expected = 1;
+      std::string prev = kGenesisHash;
+      while (st.executeStep()) {
+        Entry e;
+        e.seq = st.getColumn(0).getInt64();
+        e.ts_ms = st.getColumn(1).getInt64();
+        e.kind = st.getColumn(2).getString();
+        e.debit = st.getColumn(3).getString();
+        e.credit = st.getColumn(4).getString();
+        e.amount_nanos = st.getColumn(5).getInt64();
+        e.request_id = st.getColumn(6).getString();
+        e.memo = st.getColumn(7).getString();
+        e.meta = st.getColumn(8).getString();
+        e.prev_hash = st.getColumn(9).getString();
+        e.hash = st.getColumn(10).getString();
+        ++r.entries;
+        if (e.seq != expected) fail(e.seq, "expected sequence number " + std::to_string(expected));
+        expected = e.seq + 1;
+        if (e.prev_hash != prev) fail(e.seq, "prev_hash does not match the previous entry's hash");
+        if (entry_hash(e) != e.hash) fail(e.seq, "hash does not match the entry's contents");
+        if (e.amount_nanos <= 0) fail(e.seq, "amount is not positive");
+        if (e.debit == e.credit) fail(e.seq, "debit and credit are the same account");
+        balances[e.debit] -= e.amount_nanos;
+        balances[e.credit] += e.amount_nanos;
+        prev = e.hash;
+        if (wanted.count(e.seq)) hashes_at[e.seq] = e.hash;
+      }
+      r.tip_hash = prev;
+      r.accounts = static_cast<std::int64_t>(balances.size());
+      std::int64_t sum = 0;
+      for (const auto& [a, b] : balances) sum += b;
+      if (sum != 0) {
+        r.ok = false;
+        r.problems.push_back("balances sum to " + std::to_string(sum) + " nanos, not zero");
+      }
+      SQLite::Statement cached(c, "SELECT account, balance_nanos FROM ledger_balances");
+      std::int64_t cached_n = 0;
+      while (cached.executeStep()) {
+        ++cached_n;
+        const auto account = cached.getColumn(0).getString();
+        const auto value = cached.getColumn(1).getInt64();
+        const auto it = balances.find(account);
+        const std::int64_t real = it == balances.end() ? 0 : it->second;
+        if (real != value) {
+          r.ok = false;
+          r.problems.push_back("account " + account + ": stored balance " + std::to_string(value) +
+                               " but its entries sum to " + std::to_string(real));
+        }
+      }
+      if (cached_n != static_cast<std::int64_t>(balances.size())) {
+        r.ok = false;
+        r.problems.push_back("the stored balances do not list every account of the entries");
+      }
+      SQLite::Statement cp(c, "SELECT seq, hash, public_key, signature FROM ledger_checkpoints ORDER BY seq");
+      while (cp.executeStep()) {
+        ++r.checkpoints;
+        const auto seq = cp.getColumn(0).getInt64();
+        const auto hash = cp.getColumn(1).getString();
+        const auto pk = unhex(cp.getColumn(2).getString());
+        const auto sig = unhex(cp.getColumn(3).getString());
+        const auto msg = checkpoint_message(seq, hash);
+        const auto at = hashes_at.find(seq);
+        if (at == hashes_at.end() || at->second != hash) {
+          fail(seq, "checkpoint hash does not match the entry");
+        } else if (cp.getColumn(2).getString() != own_key) {
+          fail(seq, "checkpoint signed by an unknown key");
+        } else if (!pk || !sig || pk->size() != crypto_sign_PUBLICKEYBYTES || sig->size() != crypto_sign_BYTES ||
+                   crypto_sign_verify_detached(reinterpret_cast<const unsigned char*>(sig->data()),
+                                               reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+                                               reinterpret_cast<const unsigned char*>(pk->data())) != 0) {
+          fail(seq, "checkpoint signature is invalid");
+        }
+      }
+    } catch (const std::exception& e) {
+      r.ok = false;
+      r.problems.push_back(std::string("cannot read the ledger: ") + e.what());
+    }
+    return r;
+  }
+}
+
+void Ledger::close() {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  // Drain: a commit queued after everything else completes after it.
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  db_.post([p](SQLite::Database&) { p->set_value(); });
+  f.wait();
+  for (;;) {
+    bool idle = false;
+    {
+      std::lock_guard lock(mu_);
+      idle = !flushing_ && queue_.empty();
+    }
+    if (idle) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // A final checkpoint, so that the whole chain is signed.
+  db_.run_sync([this](SQLite::Database& c) {
+    std::lock_guard lock(mu_);
+    if (tip_seq_ <= checkpoint_seq_) return;
+    try {
+      write_checkpoint(c, tip_seq_, tip_hash_);
+      checkpoint_seq_ = tip_seq_;
+    } catch (const std::exception& e) {
+      spdlog::error("ledger: cannot write the final checkpoint: {}", e.what());
+    }
+  });
+}
+
+}  // namespace alou::billing
