@@ -183,7 +183,9 @@ std::optional<ApiKey> KeyStore::find_sync(SQLite::Database& c, const std::string
 
 boost::asio::awaitable<std::optional<ApiKey>> KeyStore::find(std::string id_or_name) {
   try {
-    auto r = co_await db_.run([id_or_name](SQLite::Database& c) { return find_sync(c, id_or_name); });
+    // Named first: GCC 12 destroys a lambda temporary of a co_await twice.
+    auto lookup = [id_or_name](SQLite::Database& c) { return find_sync(c, id_or_name); };
+    auto r = co_await db_.run(std::move(lookup));
     co_return r;
   } catch (const std::exception& e) {
     spdlog::error("keys: {}", e.what());

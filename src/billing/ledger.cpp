@@ -417,7 +417,9 @@ VerifyReport Ledger::verify_sync() {
 
 boost::asio::awaitable<VerifyReport> Ledger::verify() {
   const std::string key = public_key_hex_;
-  auto r = co_await db_.run([key](SQLite::Database& c) { return verify_on(c, key); });
+  // Named first: GCC 12 destroys a lambda temporary of a co_await twice.
+  auto walk = [key](SQLite::Database& c) { return verify_on(c, key); };
+  auto r = co_await db_.run(std::move(walk));
   co_return r;
 }
 
