@@ -506,7 +506,9 @@ TEST_F(AdaptersTest, MessagesToolUseRoundTripStreamed) {
         id = j["content_block"].value("id", "");
       }
       if (name == "content_block_delta") partial += j["delta"].value("partial_json", "");
-      if (name == "message_delta") EXPECT_EQ(j["delta"].value("stop_reason", ""), "tool_use") << data;
+      if (name == "message_delta") {
+        EXPECT_EQ(j["delta"].value("stop_reason", ""), "tool_use") << data;
+      }
     }
     ASSERT_FALSE(id.empty()) << s.body;
     EXPECT_EQ(parse(partial), json({{"city", "Paris"}})) << partial;
