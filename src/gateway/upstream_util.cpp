@@ -154,8 +154,14 @@ boost::asio::awaitable<UpResult<std::optional<std::string>>> TranslatedStream::n
     if (!piece) {
       spdlog::warn("upstream {}: {}", provider_, piece.error().message);
       ended_ = true;
-      failed_ = UpstreamFailure{
-          Error{502, "upstream_disconnected", "upstream " + provider_ + " ended the stream early"}};
+      // A connection lost after the upstream said the answer was complete
+      // loses nothing: end normally (on_end fails when it was not).
+      if (translator_->on_end(out)) {
+        failed_ = UpstreamFailure{
+            Error{502, "upstream_disconnected", "upstream " + provider_ + " ended the stream early"}};
+        continue;
+      }
+      for (auto& c : out) ready_.push_back(std::move(c));
       continue;
     }
     if (piece->empty()) {

@@ -628,6 +628,36 @@ TEST_F(AdaptersTest, CutMidStreamEndsWithAnErrorEventInTheClientFormat) {
   }
 }
 
+TEST_F(AdaptersTest, ClientDisconnectCancelsTheUpstreamStream) {
+  for (const auto& k : kKinds) {
+    SCOPED_TRACE(k.kind);
+    Client c(ep());
+    Headers h = bearer(kAdminKey);
+    h.emplace_back("Content-Type", "application/json");
+    const json body = chat_body(k.model, "/slow 200 a b c d e f g h", true);
+    ASSERT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/chat/completions", h, body.dump())));
+    ResParser p;
+    p.body_limit(boost::none);
+    ASSERT_FALSE(c.read_header(p));
+    ASSERT_EQ(p.get().result_int(), 200);
+    const auto until = Clock::now() + 3s;
+    while (p.get().body().find("data: ") == std::string::npos && Clock::now() < until) {
+      const auto ec = c.read_some(p, 1000ms);
+      ASSERT_FALSE(ec) << ec.message();
+    }
+    ASSERT_NE(p.get().body().find("data: "), std::string::npos);
+    EXPECT_EQ(upstream_.in_flight(), 1.0);
+    c.close();
+    const auto t0 = Clock::now();
+    // The whole stream would take 10 chunks x 200 ms: both ends let go well before.
+    EXPECT_TRUE(eventually([&] { return gauge("alou_http_requests_in_flight") == 0.0; }, 1000ms));
+    EXPECT_TRUE(eventually([&] { return upstream_.in_flight() == 0.0; }, 1000ms))
+        << "the upstream request was not cancelled";
+    EXPECT_LT(Clock::now() - t0, 1000ms);
+    EXPECT_EQ(requests(k.model, k.provider, "ok"), 0u);
+  }
+}
+
 TEST_F(AdaptersTest, UpstreamDownFallsBackToTheOtherKind) {
   const Res r = chat(chat_body("claude-flaky", "hello"));
   ASSERT_EQ(r.result_int(), 200) << r.body();
