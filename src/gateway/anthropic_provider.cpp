@@ -5,6 +5,7 @@
 #include "providers.hpp"
 #include "upstream_util.hpp"
 
+#include "alou/core/log.hpp"
 #include "alou/http/client.hpp"
 
 #include <boost/beast/http/field.hpp>
@@ -99,6 +100,8 @@ class AnthropicProvider final : public Provider {
 
 Result<std::unique_ptr<Provider>> make_anthropic_provider(const ProviderSettings& s, std::string api_key,
                                                           std::shared_ptr<http::Client> client) {
+  // Redacted from every log line and upstream error message from now on.
+  log::add_secret(api_key);
   anthropic::UpstreamOptions options;
   if (const auto it = s.extra.find("default_max_tokens"); it != s.extra.end()) {
     try {

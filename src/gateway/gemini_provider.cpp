@@ -6,6 +6,7 @@
 #include "providers.hpp"
 #include "upstream_util.hpp"
 
+#include "alou/core/log.hpp"
 #include "alou/http/client.hpp"
 
 #include <boost/beast/http/field.hpp>
@@ -99,6 +100,8 @@ class GeminiProvider final : public Provider {
 
 std::unique_ptr<Provider> make_gemini_provider(const ProviderSettings& s, std::string api_key,
                                                std::shared_ptr<http::Client> client) {
+  // Redacted from every log line and upstream error message from now on.
+  log::add_secret(api_key);
   return std::make_unique<GeminiProvider>(s, std::move(api_key), std::move(client));
 }
 

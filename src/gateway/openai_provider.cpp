@@ -147,6 +147,8 @@ class OpenAiProvider final : public Provider {
 
 std::unique_ptr<Provider> make_openai_provider(const ProviderSettings& s, std::string api_key,
                                                std::shared_ptr<http::Client> client) {
+  // Redacted from every log line and upstream error message from now on.
+  log::add_secret(api_key);
   return std::make_unique<OpenAiProvider>(s, std::move(api_key), std::move(client));
 }
 

@@ -2,6 +2,7 @@
 // its golden JSON fixture (tests/unit/gateway/fixtures), and the error paths.
 #include "gateway/anthropic_upstream.hpp"
 #include "gateway/gemini.hpp"
+#include "gateway/providers.hpp"
 #include "gateway/upstream_util.hpp"
 
 #include <gtest/gtest.h>
@@ -327,6 +328,38 @@ TEST(UpstreamUtil, ApiBaseAppendsTheDefaultPathToAnOriginOnly) {
   EXPECT_EQ(api_base("https://api.anthropic.com/v1/", "/v1"), "https://api.anthropic.com/v1");
   EXPECT_EQ(api_base("http://127.0.0.1:9000/proxy/v1beta", "/v1beta"), "http://127.0.0.1:9000/proxy/v1beta");
   EXPECT_EQ(api_base("http://127.0.0.1:9000", "/v1beta"), "http://127.0.0.1:9000/v1beta");
+}
+
+}  // namespace
+
+namespace {
+
+// An upstream that echoes the gateway's key in an error message: the
+// factories register provider keys as log secrets, so it never reaches the
+// client or a log line.
+TEST(UpstreamFailure, ProviderKeysAreRedactedFromUpstreamMessages) {
+  const std::string anthropic_key = "sk-ant-unit-9f8e7d6c5b4a";
+  const std::string gemini_key = "AIzaUnitKey-1a2b3c4d5e6f";
+  const alou::ProviderSettings a{.name = "claude", .kind = "anthropic", .base_url = {}, .api_key_env = {}, .extra = {}};
+  const alou::ProviderSettings g{.name = "gem", .kind = "gemini", .base_url = {}, .api_key_env = {}, .extra = {}};
+  ASSERT_TRUE(alou::gateway::make_anthropic_provider(a, anthropic_key, nullptr).has_value());
+  ASSERT_NE(alou::gateway::make_gemini_provider(g, gemini_key, nullptr), nullptr);
+  for (const auto& key : {anthropic_key, gemini_key}) {
+    const json body = {{"error", {{"message", "API key " + key + " is not valid"}}}};
+    const auto f = alou::gateway::failure_from_response("p", 401, body.dump(), "");
+    EXPECT_EQ(f.error.message.find(key), std::string::npos) << f.error.message;
+    EXPECT_NE(f.error.message.find("[redacted]"), std::string::npos) << f.error.message;
+    EXPECT_EQ(f.error.code, "upstream_auth_failed");
+  }
+}
+
+TEST(AnthropicUpstream, BadDefaultMaxTokensIsAnError) {
+  const alou::ProviderSettings a{
+      .name = "claude", .kind = "anthropic", .base_url = {}, .api_key_env = {}, .extra = {{"default_max_tokens", "0"}}};
+  auto p = alou::gateway::make_anthropic_provider(a, "", nullptr);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_EQ(p.error().status, 400);
+  EXPECT_EQ(p.error().code, "invalid_provider_setting");
 }
 
 }  // namespace
