@@ -330,11 +330,15 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
             {"api_key_env", Kind::kString, set_to(p.api_key_env)},
         };
         // Kind-specific string options (api_version, region, deployment, ...).
-        for (const char* extra : {"api_version", "region", "deployment", "organization"}) {
+        for (const char* extra : {"api_version", "region", "deployment", "organization", "anthropic_version"}) {
           f.push_back({extra, Kind::kString, [&p, extra](const toml::node& nd) {
                          p.extra[extra] = *nd.value<std::string>();
                        }});
         }
+        // kind anthropic: max_tokens when the client sends none (Anthropic requires one).
+        f.push_back({"default_max_tokens", Kind::kInt,
+                     [&p](const toml::node& nd) { p.extra["default_max_tokens"] = std::to_string(*nd.value<std::int64_t>()); },
+                     1});
         return f;
       })) {
     return *e;

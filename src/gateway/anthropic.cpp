@@ -126,6 +126,12 @@ std::optional<Error> add_message(const json& m, json& out) {
   return std::nullopt;
 }
 
+// Anthropic message ids start with msg_; an upstream id that already does
+// (provider kind anthropic) is kept as it is.
+std::string message_id(const std::string& upstream_id) {
+  return upstream_id.rfind("msg_", 0) == 0 ? upstream_id : "msg_" + upstream_id;
+}
+
 json parsed_arguments(const json& arguments) {
   if (arguments.is_object()) return arguments;
   if (!arguments.is_string()) return json::object();
@@ -256,7 +262,7 @@ std::string to_anthropic_message(const std::string& completion, const std::strin
       out = j["usage"].value("completion_tokens", std::int64_t{0});
     }
   }
-  const json body = {{"id", "msg_" + id},
+  const json body = {{"id", message_id(id)},
                      {"type", "message"},
                      {"role", "assistant"},
                      {"model", model},
@@ -271,7 +277,7 @@ void StreamRelay::start(const std::string& upstream_id, Events& out) {
   started_ = true;
   out.emplace_back("message_start", json{{"type", "message_start"},
                                          {"message",
-                                          {{"id", "msg_" + upstream_id},
+                                          {{"id", message_id(upstream_id)},
                                            {"type", "message"},
                                            {"role", "assistant"},
                                            {"model", model_},

@@ -215,6 +215,14 @@ class GatewayImpl final : public Gateway {
         } else {
           impl = make_openai_provider(p, key, client_);
         }
+      } else if (p.kind == "anthropic") {
+        if (auto made = make_anthropic_provider(p, key, client_)) {
+          impl = std::move(*made);
+        } else {
+          st.reason = made.error().message;
+        }
+      } else if (p.kind == "gemini") {
+        impl = make_gemini_provider(p, key, client_);
       } else {
         st.reason = "provider kind \"" + p.kind + "\" is not supported by this build yet";
       }

@@ -3,6 +3,7 @@
 // api-key header). The gateway's canonical format is OpenAI's, so requests
 // and responses pass through untranslated.
 #include "providers.hpp"
+#include "upstream_util.hpp"
 
 #include "alou/core/log.hpp"
 #include "alou/gateway/sse_parser.hpp"
@@ -18,64 +19,6 @@ namespace alou::gateway {
 namespace {
 
 using nlohmann::json;
-
-// Maps a non-200 upstream answer to a failure the client can act on,
-// keeping the upstream's own message (redacted) but never its headers.
-UpstreamFailure failure_from_response(std::string_view provider, int status, std::string_view body,
-                                      std::string_view retry_after) {
-  std::string message;
-  const auto j = json::parse(body, nullptr, false);
-  if (j.is_object() && j.contains("error")) {
-    const auto& e = j["error"];
-    if (e.is_object() && e.contains("message") && e["message"].is_string()) {
-      message = e["message"].get<std::string>();
-    } else if (e.is_string()) {
-      message = e.get<std::string>();
-    }
-  }
-  if (message.empty()) message = "HTTP " + std::to_string(status);
-  message = "upstream " + std::string(provider) + ": " + log::redact(message);
-  UpstreamFailure f;
-  f.retryable = status == 429 || status >= 500;
-  if (!retry_after.empty()) {
-    try {
-      f.retry_after = std::chrono::seconds(std::stoi(std::string(retry_after)));
-    } catch (const std::exception&) {
-    }
-  }
-  if (status == 429) {
-    f.error = Error{429, "upstream_rate_limited", message};
-  } else if (status == 401 || status == 403) {
-    // The gateway's own credentials were refused: the client can do
-    // nothing about it, so it is a bad gateway, not a 401.
-    f.error = Error{502, "upstream_auth_failed", message};
-  } else if (status >= 500) {
-    f.error = Error{502, "upstream_error", message};
-  } else {
-    f.error = Error{status, "upstream_bad_request", message};
-  }
-  return f;
-}
-
-// Transport failures: the client learns which provider and what kind of
-// failure, never the upstream's address (that stays in the log).
-UpstreamFailure failure_from_error(std::string_view provider, const Error& e) {
-  spdlog::warn("upstream {}: {}", provider, e.message);
-  UpstreamFailure f;
-  f.error = e;
-  std::string what = "failed";
-  if (e.code == "upstream_timeout") {
-    what = "timed out";
-  } else if (e.code == "upstream_unreachable") {
-    what = "is unreachable";
-  } else if (e.code == "upstream_protocol") {
-    what = "sent a malformed response";
-  }
-  f.error.message = "upstream " + std::string(provider) + " " + what;
-  // Connect errors and timeouts: another attempt may do better.
-  f.retryable = e.status == 502 || e.status == 503 || e.status == 504;
-  return f;
-}
 
 class OpenAiStream final : public ChatStream {
  public:
@@ -156,12 +99,7 @@ class OpenAiProvider final : public Provider {
     auto& s = *res;
     if (s->status() != 200) {
       // Read the (small) error body for its message.
-      std::string err;
-      for (int i = 0; i < 64 && err.size() < 65536; ++i) {
-        auto piece = co_await s->next();
-        if (!piece || piece->empty()) break;
-        err += *piece;
-      }
+      const std::string err = co_await read_error_body(*s);
       const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
       co_return failure_from_response(name_, s->status(), err, retry_after);
     }
@@ -209,6 +147,8 @@ class OpenAiProvider final : public Provider {
 
 std::unique_ptr<Provider> make_openai_provider(const ProviderSettings& s, std::string api_key,
                                                std::shared_ptr<http::Client> client) {
+  // Redacted from every log line and upstream error message from now on.
+  log::add_secret(api_key);
   return std::make_unique<OpenAiProvider>(s, std::move(api_key), std::move(client));
 }
 

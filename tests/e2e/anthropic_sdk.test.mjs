@@ -10,7 +10,9 @@ import Anthropic from '@anthropic-ai/sdk';
 
 import { startGateway } from './lib/alou.mjs';
 
-const MODELS = ['mock', 'remote'];
+const MODELS = ['mock', 'remote', 'claude', 'gemini'];
+// Models served through an upstream (the mock upstream, over each provider kind).
+const UPSTREAM_MODELS = ['remote', 'claude', 'gemini'];
 
 const WEATHER_TOOL = {
   name: 'get_weather',
@@ -107,50 +109,52 @@ describe('messages, streaming', () => {
 });
 
 describe('tool use', () => {
-  test('remote: tool_use block, then a tool_result', async () => {
-    const messages = [{ role: 'user', content: '/tool get_weather {"city":"Paris"}' }];
-    const first = await client().messages.create({
-      model: 'remote',
-      max_tokens: 64,
-      tools: [WEATHER_TOOL],
-      tool_choice: { type: 'auto' },
-      messages,
-    });
-    assert.equal(first.stop_reason, 'tool_use');
-    assert.equal(first.content.length, 1);
-    const use = first.content[0];
-    assert.equal(use.type, 'tool_use');
-    assert.equal(use.name, 'get_weather');
-    assert.deepEqual(use.input, { city: 'Paris' });
-    assert.ok(use.id);
+  for (const model of UPSTREAM_MODELS) {
+    test(`${model}: tool_use block, then a tool_result`, async () => {
+      const messages = [{ role: 'user', content: '/tool get_weather {"city":"Paris"}' }];
+      const first = await client().messages.create({
+        model,
+        max_tokens: 64,
+        tools: [WEATHER_TOOL],
+        tool_choice: { type: 'auto' },
+        messages,
+      });
+      assert.equal(first.stop_reason, 'tool_use');
+      assert.equal(first.content.length, 1);
+      const use = first.content[0];
+      assert.equal(use.type, 'tool_use');
+      assert.equal(use.name, 'get_weather');
+      assert.deepEqual(use.input, { city: 'Paris' });
+      assert.ok(use.id);
 
-    const second = await client().messages.create({
-      model: 'remote',
-      max_tokens: 64,
-      tools: [WEATHER_TOOL],
-      messages: [
-        ...messages,
-        { role: 'assistant', content: first.content },
-        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '18C, clear' }] },
-      ],
+      const second = await client().messages.create({
+        model,
+        max_tokens: 64,
+        tools: [WEATHER_TOOL],
+        messages: [
+          ...messages,
+          { role: 'assistant', content: first.content },
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '18C, clear' }] },
+        ],
+      });
+      assert.deepEqual(second.content, [{ type: 'text', text: 'tool get_weather returned: 18C, clear' }]);
+      assert.equal(second.stop_reason, 'end_turn');
     });
-    assert.deepEqual(second.content, [{ type: 'text', text: 'tool get_weather returned: 18C, clear' }]);
-    assert.equal(second.stop_reason, 'end_turn');
-  });
 
-  test('remote: streamed tool_use input', async () => {
-    const stream = client().messages.stream({
-      model: 'remote',
-      max_tokens: 64,
-      tools: [WEATHER_TOOL],
-      messages: [{ role: 'user', content: '/tool get_weather {"city":"Paris"}' }],
+    test(`${model}: streamed tool_use input`, async () => {
+      const stream = client().messages.stream({
+        model,
+        max_tokens: 64,
+        tools: [WEATHER_TOOL],
+        messages: [{ role: 'user', content: '/tool get_weather {"city":"Paris"}' }],
+      });
+      const final = await stream.finalMessage();
+      assert.equal(final.stop_reason, 'tool_use');
+      assert.equal(final.content[0].type, 'tool_use');
+      assert.equal(final.content[0].name, 'get_weather');
+      assert.deepEqual(final.content[0].input, { city: 'Paris' });
     });
-    const final = await stream.finalMessage();
-    assert.equal(final.stop_reason, 'tool_use');
-    assert.equal(final.content[0].type, 'tool_use');
-    assert.equal(final.content[0].name, 'get_weather');
-    assert.deepEqual(final.content[0].input, { city: 'Paris' });
-  });
+  }
 });
 
 describe('errors', () => {
@@ -171,26 +175,28 @@ describe('errors', () => {
     );
   });
 
-  test('remote: an upstream cut mid-stream surfaces as an APIError', async () => {
-    const stream = await client().messages.create({
-      model: 'remote',
-      max_tokens: 64,
-      stream: true,
-      messages: [{ role: 'user', content: '/cut 2 a b c d' }],
+  for (const model of UPSTREAM_MODELS) {
+    test(`${model}: an upstream cut mid-stream surfaces as an APIError`, async () => {
+      const stream = await client().messages.create({
+        model,
+        max_tokens: 64,
+        stream: true,
+        messages: [{ role: 'user', content: '/cut 2 a b c d' }],
+      });
+      const types = [];
+      await assert.rejects(
+        (async () => {
+          for await (const e of stream) types.push(e.type);
+        })(),
+        (e) => {
+          assert.ok(e instanceof Anthropic.APIError, `got ${e?.constructor?.name}: ${e?.message}`);
+          return true;
+        },
+      );
+      assert.equal(types[0], 'message_start');
+      assert.ok(!types.includes('message_stop'));
     });
-    const types = [];
-    await assert.rejects(
-      (async () => {
-        for await (const e of stream) types.push(e.type);
-      })(),
-      (e) => {
-        assert.ok(e instanceof Anthropic.APIError, `got ${e?.constructor?.name}: ${e?.message}`);
-        return true;
-      },
-    );
-    assert.equal(types[0], 'message_start');
-    assert.ok(!types.includes('message_stop'));
-  });
+  }
 
   test('an unknown model is a NotFoundError', async () => {
     await assert.rejects(

@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 
 import { startGateway } from './lib/alou.mjs';
 
-const MODELS = ['mock', 'remote'];
+const MODELS = ['mock', 'remote', 'claude', 'gemini'];
 
 const tokens = (chars) => Math.ceil(chars / 4);
 const promptChars = (messages) => messages.reduce((n, m) => n + (m.content ?? '').length, 0);

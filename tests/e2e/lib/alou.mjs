@@ -86,9 +86,28 @@ name = "up"
 kind = "openai"
 base_url = ${tomlString(`http://127.0.0.1:${mockPort}/v1`)}
 
+# The same mock upstream in Anthropic's and Gemini's own formats.
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = ${tomlString(`http://127.0.0.1:${mockPort}/v1`)}
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = ${tomlString(`http://127.0.0.1:${mockPort}/v1beta`)}
+
 [[models]]
 name = "mock"
 routes = [{ provider = "mock", model = "mock", weight = 1 }]
+
+[[models]]
+name = "claude"
+routes = [{ provider = "claude", model = "claude-x", weight = 1 }]
+
+[[models]]
+name = "gemini"
+routes = [{ provider = "gem", model = "gemini-x", weight = 1 }]
 
 [[models]]
 name = "remote"

@@ -397,5 +397,19 @@ TEST_F(Config, MissingFileIsAnError) {
   EXPECT_NE(r.error().message.find("/nonexistent/alou-config-test.toml"), std::string::npos);
 }
 
+TEST_F(Config, AnthropicProviderSettings) {
+  const auto r = parse(
+      "[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\napi_key_env = \"K\"\n"
+      "anthropic_version = \"2023-06-01\"\ndefault_max_tokens = 1024\n");
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  ASSERT_EQ(r->providers.size(), 1u);
+  EXPECT_EQ(r->providers[0].extra, (std::map<std::string, std::string>{{"anthropic_version", "2023-06-01"},
+                                                                      {"default_max_tokens", "1024"}}));
+  expect_invalid("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\ndefault_max_tokens = 0\n",
+                 {"default_max_tokens"});
+  expect_invalid("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\ndefault_max_tokens = \"many\"\n",
+                 {"default_max_tokens"});
+}
+
 }  // namespace
 }  // namespace alou
