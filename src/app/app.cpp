@@ -65,6 +65,7 @@ class AppImpl final : public App {
                                      .release_stale_holds = true});
     if (!ledger) return ledger.error();
     ledger_ = std::move(*ledger);
+    ledger_->start_polling(std::chrono::milliseconds(200));
     billing_ = std::make_unique<billing::Billing>(settings_, *ledger_, *db_, metrics_,
                                                   [this](std::string name) -> net::awaitable<std::optional<std::string>> {
                                                     auto k = co_await keys_->find(std::move(name));

@@ -248,18 +248,7 @@ void Ledger::flush(SQLite::Database& c) {
         }
         // Another process (`alou credit`) may have appended since: chain
         // onto the real tip and learn its balance changes.
-        SQLite::Statement tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
-        if (tip.executeStep() && tip.getColumn(0).getInt64() != seq) {
-          SQLite::Statement news(c, "SELECT debit, credit, amount_nanos FROM ledger_entries WHERE seq > ?");
-          news.bind(1, static_cast<std::int64_t>(seq));
-          while (news.executeStep()) {
-            const auto amount = news.getColumn(2).getInt64();
-            foreign[news.getColumn(0).getString()] -= amount;
-            foreign[news.getColumn(1).getString()] += amount;
-          }
-          seq = tip.getColumn(0).getInt64();
-          hash = tip.getColumn(1).getString();
-        }
+        read_foreign(c, seq, hash, foreign);
         SQLite::Statement ins(c,
                               "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
                               " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
@@ -375,6 +364,10 @@ void Ledger::flush(SQLite::Database& c) {
       }
       {
         std::lock_guard lock(mu_);
+        if (tip_seq_ > seq) {
+          // The poller caught up with those foreign entries meanwhile.
+          foreign.clear();
+        }
         for (const auto& [account, d] : foreign) funds_[account].balance_nanos += d;
         for (const auto& [account, d] : deltas) funds_[account].balance_nanos += d;
         for (const auto& p : group) {
@@ -392,6 +385,54 @@ void Ledger::flush(SQLite::Database& c) {
       }
     }
   }
+}
+
+void Ledger::read_foreign(SQLite::Database& c, std::int64_t& seq, std::string& hash,
+                          std::map<std::string, std::int64_t>& deltas) {
+  SQLite::Statement tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
+  if (!tip.executeStep() || tip.getColumn(0).getInt64() <= seq) return;
+  SQLite::Statement news(c, "SELECT debit, credit, amount_nanos FROM ledger_entries WHERE seq > ?");
+  news.bind(1, static_cast<std::int64_t>(seq));
+  while (news.executeStep()) {
+    const auto amount = news.getColumn(2).getInt64();
+    deltas[news.getColumn(0).getString()] -= amount;
+    deltas[news.getColumn(1).getString()] += amount;
+  }
+  seq = tip.getColumn(0).getInt64();
+  hash = tip.getColumn(1).getString();
+}
+
+void Ledger::catch_up(SQLite::Database& c) {
+  std::int64_t seq = 0;
+  std::string hash;
+  {
+    std::lock_guard lock(mu_);
+    if (flushing_) return;  // the writer catches up itself, in its transaction
+    seq = tip_seq_;
+    hash = tip_hash_;
+  }
+  std::map<std::string, std::int64_t> foreign;
+  try {
+    read_foreign(c, seq, hash, foreign);
+  } catch (const std::exception& e) {
+    spdlog::warn("ledger: cannot read new entries: {}", e.what());
+    return;
+  }
+  if (foreign.empty()) return;
+  std::lock_guard lock(mu_);
+  if (flushing_ || seq <= tip_seq_) return;
+  for (const auto& [account, d] : foreign) funds_[account].balance_nanos += d;
+  tip_seq_ = seq;
+  tip_hash_ = hash;
+}
+
+void Ledger::start_polling(std::chrono::milliseconds every) {
+  poller_ = std::thread([this, every] {
+    std::unique_lock lock(poll_mu_);
+    while (!poll_cv_.wait_for(lock, every, [this] { return stop_polling_; })) {
+      db_.post([this](SQLite::Database& c) { catch_up(c); });
+    }
+  });
 }
 
 void Ledger::write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const {
@@ -528,6 +569,14 @@ void Ledger::close() {
     std::lock_guard lock(mu_);
     if (closed_) return;
     closed_ = true;
+  }
+  if (poller_.joinable()) {
+    {
+      std::lock_guard lock(poll_mu_);
+      stop_polling_ = true;
+    }
+    poll_cv_.notify_all();
+    poller_.join();
   }
   // Drain: a commit queued after everything else completes after it.
   auto p = std::make_shared<std::promise<void>>();

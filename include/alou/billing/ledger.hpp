@@ -16,7 +16,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <map>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -177,6 +181,11 @@ class Ledger final {
   const std::string& public_key() const { return public_key_hex_; }
   std::int64_t tip_seq() const;
 
+  // Learns, every `every`, the entries another process appended (`alou
+  // credit` beside a running server), so that new credit is usable at once
+  // rather than at this process's next commit. Stopped by close().
+  void start_polling(std::chrono::milliseconds every);
+
   // Waits for queued commits and writes a final checkpoint. Idempotent.
   void close();
 
@@ -191,6 +200,14 @@ class Ledger final {
   void flush(SQLite::Database& c);  // on the database thread
   void write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const;
   static VerifyReport verify_on(SQLite::Database& c, const std::string& own_key);
+  static void read_foreign(SQLite::Database& c, std::int64_t& seq, std::string& hash,
+                           std::map<std::string, std::int64_t>& deltas);
+  void catch_up(SQLite::Database& c);  // on the database thread
+
+  std::thread poller_;
+  std::mutex poll_mu_;
+  std::condition_variable poll_cv_;
+  bool stop_polling_ = false;
 
   storage::Database& db_;
   LedgerOptions options_;

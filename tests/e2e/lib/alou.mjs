@@ -112,6 +112,15 @@ routes = [{ provider = "gem", model = "gemini-x", weight = 1 }]
 [[models]]
 name = "remote"
 routes = [{ provider = "up", model = "gpt-x", weight = 1 }]
+
+# Priced ($2 in / $4 out per million tokens): billing tests.
+[[models]]
+name = "paid"
+routes = [{ provider = "up", model = "gpt-x", weight = 1 }]
+price = { input_per_mtok = 2, output_per_mtok = 4 }
+
+[billing]
+default_max_output_tokens = 64
 `;
 }
 
@@ -221,10 +230,11 @@ export async function startGateway() {
     serve: null,
 
     /** `alou keys create`; returns the printed key. */
-    async createKey({ name, role = 'member', models, rpm } = {}) {
+    async createKey({ name, role = 'member', models, rpm, credit } = {}) {
       const args = ['keys', 'create', '--name', name, '--role', role];
       if (models) args.push('--models', models.join(','));
       if (rpm !== undefined) args.push('--rpm', String(rpm));
+      if (credit !== undefined) args.push('--credit', String(credit));
       args.push('--config', configPath);
       const { stdout } = await execFileAsync(alouBin(), args, { env, timeout: 15_000 });
       const lines = stdout.split('\n').filter((l) => l.trim() !== '');
@@ -232,6 +242,31 @@ export async function startGateway() {
         throw new Error(`alou keys create: expected the key alone on stdout, got ${JSON.stringify(stdout)}`);
       }
       return lines[0].trim();
+    },
+
+    /** Runs an `alou` command on this gateway's config: {code, stdout, stderr}. */
+    async cli(...args) {
+      try {
+        const { stdout, stderr } = await execFileAsync(alouBin(), [...args, '--config', configPath], {
+          env,
+          timeout: 60_000,
+        });
+        return { code: 0, stdout, stderr };
+      } catch (e) {
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+      }
+    },
+
+    /** kill -9 the gateway (no shutdown at all). */
+    async crash() {
+      g.serve.proc.kill('SIGKILL');
+      await g.serve.exited;
+    },
+
+    /** Starts `alou serve` again on the same port, config and data. */
+    async restart() {
+      g.serve = new Child('alou serve', ['serve', '--config', configPath], env);
+      await waitUntil('alou serve', g.serve, () => httpOk(`${g.url}/api/health`));
     },
 
     /** SIGTERM both processes; returns their exits. Never throws. */
