@@ -47,19 +47,24 @@ net::awaitable<http::Response> create(Store& store, http::Exchange& ex) {
       }
     }
   }
-  auto s = co_await store.create(owner_of(*ex.principal), std::move(title));
+  std::string owner = owner_of(*ex.principal);
+  auto s = co_await store.create(std::move(owner), std::move(title));
   if (!s) co_return ex.error(s.error());
   co_return ex.json(http::Status::created, session_json(*s, false).dump());
 }
 
 net::awaitable<http::Response> read(Store& store, http::Exchange& ex) {
-  auto s = co_await store.get(owner_of(*ex.principal), std::string(ex.param("id")));
+  std::string owner = owner_of(*ex.principal);
+  std::string id(ex.param("id"));
+  auto s = co_await store.get(std::move(owner), std::move(id));
   if (!s) co_return ex.error(s.error());
   co_return ex.json(http::Status::ok, session_json(*s, true).dump());
 }
 
 net::awaitable<http::Response> remove(Store& store, http::Exchange& ex) {
-  auto r = co_await store.remove(owner_of(*ex.principal), std::string(ex.param("id")));
+  std::string owner = owner_of(*ex.principal);
+  std::string id(ex.param("id"));
+  auto r = co_await store.remove(std::move(owner), std::move(id));
   if (!r) co_return ex.error(r.error());
   co_return ex.json(http::Status::ok, R"({"deleted":true})");
 }

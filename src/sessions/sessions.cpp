@@ -76,7 +76,9 @@ class KvStore final : public Store {
     s.title = std::move(title);
     s.created_ms = now_();
     s.expires_ms = s.created_ms + ttl_.count();
-    auto stored = co_await kv_.set(data_key(s.id), to_json(s).dump(), ttl_);
+    std::string key = data_key(s.id);
+    std::string value = to_json(s).dump();
+    auto stored = co_await kv_.set(std::move(key), std::move(value), ttl_);
     if (!stored) co_return stored.error();
     co_return s;
   }
@@ -85,7 +87,8 @@ class KvStore final : public Store {
     auto s = co_await load(owner, id);
     if (!s) co_return s.error();
     // Sliding TTL; if the key vanished in between, the session is gone.
-    auto slid = co_await kv_.expire(data_key(id), ttl_);
+    std::string key = data_key(id);
+    auto slid = co_await kv_.expire(std::move(key), ttl_);
     if (!slid) co_return slid.error();
     if (!*slid) co_return not_found();
     s->expires_ms = now_() + ttl_.count();
@@ -105,7 +108,9 @@ class KvStore final : public Store {
         ++s->dropped;
       }
       s->expires_ms = now_() + ttl_.count();
-      auto stored = co_await kv_.set(data_key(id), to_json(*s).dump(), ttl_);
+      std::string key = data_key(id);
+      std::string value = to_json(*s).dump();
+      auto stored = co_await kv_.set(std::move(key), std::move(value), ttl_);
       if (!stored) s = stored.error();
     }
     co_await unlock(id, *token);
@@ -121,7 +126,8 @@ class KvStore final : public Store {
     if (!s) {
       out = s.error();
     } else {
-      auto d = co_await kv_.del(data_key(id));
+      std::string key = data_key(id);
+      auto d = co_await kv_.del(std::move(key));
       if (!d) out = d.error();
     }
     co_await unlock(id, *token);
@@ -131,7 +137,8 @@ class KvStore final : public Store {
  private:
   net::awaitable<Result<Session>> load(const std::string& owner, const std::string& id) {
     if (!plausible_id(id)) co_return not_found();
-    auto raw = co_await kv_.get(data_key(id));
+    std::string key = data_key(id);
+    auto raw = co_await kv_.get(std::move(key));
     if (!raw) co_return raw.error();
     if (!raw->has_value()) co_return not_found();
     auto s = from_json(**raw);
@@ -147,7 +154,8 @@ class KvStore final : public Store {
     auto ex = co_await net::this_coro::executor;
     net::steady_timer timer(ex);
     for (int i = 0; i < kLockAttempts; ++i) {
-      auto got = co_await kv_.set_if_absent(lock_key(id), token, kLockTtl);
+      std::string key = lock_key(id);
+      auto got = co_await kv_.set_if_absent(std::move(key), token, kLockTtl);
       if (!got) co_return got.error();
       if (*got) co_return token;
       timer.expires_after(Ms(10));
@@ -157,7 +165,8 @@ class KvStore final : public Store {
   }
 
   net::awaitable<void> unlock(const std::string& id, const std::string& token) {
-    auto r = co_await kv_.compare_and_delete(lock_key(id), token);
+    std::string key = lock_key(id);
+    auto r = co_await kv_.compare_and_delete(std::move(key), token);
     (void)r;  // if it failed the lock expires on its own after kLockTtl
   }
 

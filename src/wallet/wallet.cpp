@@ -88,7 +88,8 @@ class JwtResolver final : public auth::CredentialResolver {
     auto claims = jwt_->verify(credential, now_() / 1000);
     if (!claims) co_return std::nullopt;
     // Fail closed: a token whose revocation cannot be checked is refused.
-    auto revoked = co_await kv_.get(revoked_key(claims->jti));
+    std::string key = revoked_key(claims->jti);
+    auto revoked = co_await kv_.get(std::move(key));
     if (!revoked || revoked->has_value()) co_return std::nullopt;
     Principal p;
     p.kind = Principal::Kind::kWallet;
@@ -149,10 +150,11 @@ class ServiceImpl final : public Service {
 
     // A fixed one-minute window per client IP bounds the nonces anyone can park in the KV.
     const std::string ip = ex.remote().address().to_string();
-    auto count = co_await kv_.incr(rate_key(ip), 1, Ms(60'000));
+    std::string counter = rate_key(ip);
+    auto count = co_await kv_.incr(counter, 1, Ms(60'000));
     if (!count) co_return ex.error(count.error());
     if (*count > static_cast<std::int64_t>(ws_.nonce_per_minute)) {
-      auto left = co_await kv_.ttl(rate_key(ip));
+      auto left = co_await kv_.ttl(counter);
       std::int64_t retry_s = 60;
       if (left && *left && left->value().count() > 0) retry_s = (left->value().count() + 999) / 1000;
       auto res = ex.error(Error{429, "rate_limit_exceeded",
@@ -174,8 +176,9 @@ class ServiceImpl final : public Service {
     const std::int64_t expires = now + std::int64_t{ws_.nonce_ttl_s} * 1000;
     m.expiration_time = format_rfc3339(expires);
 
-    auto stored = co_await kv_.set(nonce_key(m.nonce), std::string(chain_name(*chain)) + "|" + *address,
-                                   Ms(std::int64_t{ws_.nonce_ttl_s} * 1000));
+    std::string key = nonce_key(m.nonce);
+    std::string binding = std::string(chain_name(*chain)) + "|" + *address;
+    auto stored = co_await kv_.set(std::move(key), std::move(binding), Ms(std::int64_t{ws_.nonce_ttl_s} * 1000));
     if (!stored) co_return ex.error(stored.error());
     const json body = {{"nonce", m.nonce},
                        {"message", format_message(m)},
@@ -252,11 +255,12 @@ class ServiceImpl final : public Service {
   // Single use, atomically: SET NX of the spent marker decides the one winner.
   net::awaitable<std::optional<Error>> consume_nonce(const SignInMessage& m) {
     const std::string key = nonce_key(m.nonce);
-    auto bound = co_await kv_.get(key);
+    auto bound = co_await kv_.get(key);  // key is a named local (GCC 12: no temporaries in co_await)
     if (!bound) co_return bound.error();
     const Ms ttl(std::int64_t{ws_.nonce_ttl_s} * 1000);
     if (!bound->has_value()) {
-      auto spent = co_await kv_.get(spent_key(m.nonce));
+      std::string marker = spent_key(m.nonce);
+      auto spent = co_await kv_.get(std::move(marker));
       if (!spent) co_return spent.error();
       if (spent->has_value()) co_return Error::conflict("this nonce was already used; request a new one", "nonce_used");
       co_return Error::unauthorized("unknown or expired nonce; request a new one", "nonce_unknown");
@@ -264,7 +268,9 @@ class ServiceImpl final : public Service {
     if (**bound != std::string(chain_name(m.chain)) + "|" + m.address) {
       co_return Error::unauthorized("this nonce was issued for another address", "nonce_address_mismatch");
     }
-    auto won = co_await kv_.set_if_absent(spent_key(m.nonce), "1", ttl);
+    std::string marker = spent_key(m.nonce);
+    std::string one = "1";
+    auto won = co_await kv_.set_if_absent(std::move(marker), std::move(one), ttl);
     if (!won) co_return won.error();
     if (!*won) co_return Error::conflict("this nonce was already used; request a new one", "nonce_used");
     auto removed = co_await kv_.del(key);
@@ -341,12 +347,15 @@ class ServiceImpl final : public Service {
     auto claims = bearer_claims(ex);
     if (!claims) co_return ex.error(claims.error());
     const std::int64_t left_ms = claims->exp * 1000 - now_();
-    auto r = co_await kv_.set(revoked_key(claims->jti), "1", Ms(std::max<std::int64_t>(left_ms, 1000)));
+    std::string key = revoked_key(claims->jti);
+    std::string one = "1";
+    auto r = co_await kv_.set(std::move(key), std::move(one), Ms(std::max<std::int64_t>(left_ms, 1000)));
     if (!r) co_return ex.error(r.error());
     co_return ex.json(http::Status::ok, json{{"revoked", true}}.dump());
   }
 
-  net::awaitable<http::Response> page(http::Exchange& ex, const std::string& name) {
+  // `name` by value: the coroutine starts after the caller's temporaries are gone.
+  net::awaitable<http::Response> page(http::Exchange& ex, std::string name) {
     auto it = pages_.find(name);
     if (it == pages_.end()) co_return ex.error(Error::not_found("no such page: /login/" + name, "not_found"));
     http::Response res{http::Status::ok, ex.request().version()};
@@ -378,12 +387,14 @@ class ServiceImpl final : public Service {
       up.exec();
       return UserRow{address, chain_s, now, now};
     };
+    std::optional<UserRow> row;
     try {
-      co_return co_await db_.run(std::move(work));
+      row = co_await db_.run(std::move(work));
     } catch (const std::exception& e) {
       spdlog::error("wallet: recording a login failed: {}", e.what());
       co_return Error::internal("could not record the login");
     }
+    co_return *row;
   }
 
   net::awaitable<Result<UserRow>> find_user(std::string address) {

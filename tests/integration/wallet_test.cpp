@@ -137,6 +137,7 @@ class Wallet : public AppTest, public ::testing::WithParamInterface<std::string>
   // After a refusal: the nonce is still there, unspent, and still works.
   void expect_nonce_still_usable(const EthKey& k, const SignInMessage& m) {
     SignInMessage fresh = m;
+    fresh.scheme.reset();
     fresh.domain = settings_.wallet.domain;
     fresh.uri = settings_.wallet.uri;
     fresh.chain_id = "1";

@@ -82,7 +82,7 @@ TEST(Base58, BitcoinVectors) {
 }
 
 TEST(Base58, RefusesCharactersOutsideTheAlphabet) {
-  for (const char* bad : {"0", "O", "I", "l", "abc+", "2g ", std::string("2g\0", 3).c_str()}) {
+  for (const char* bad : {"0", "O", "I", "l", "abc+", "2g "}) {
     EXPECT_FALSE(base58_decode(bad)) << bad;
   }
   EXPECT_FALSE(base58_decode(std::string_view("2g\0", 3)));
