@@ -96,6 +96,15 @@ describe('Sign-In with Ethereum (siwe + ethers)', () => {
     assert.equal(s.status, 201, s.text);
     const read = await call('GET', `/api/session/${s.json.id}`, { token });
     assert.equal(read.json.title, 'from e2e');
+    // The same token on the gateway, as a member.
+    const models = await call('GET', '/v1/models', { token });
+    assert.equal(models.status, 200, models.text);
+    const chat = await call('POST', '/v1/chat/completions', {
+      token,
+      body: { model: 'mock', messages: [{ role: 'user', content: 'hi from a wallet' }] },
+    });
+    assert.equal(chat.status, 200, chat.text);
+    assert.equal(chat.json.choices[0].message.content, 'echo: hi from a wallet');
     assert.equal((await call('POST', '/api/wallet/logout', { token })).status, 200);
     expectError(await call('GET', '/api/wallet/me', { token }), 401, 'invalid_api_key');
   });

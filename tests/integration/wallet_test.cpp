@@ -4,11 +4,13 @@
 // nothing. Sessions over HTTP. Runs on the embedded KV and on Redis.
 #include "harness.hpp"
 
+#include "alou/storage/database.hpp"
 #include "alou/storage/kv.hpp"
 #include "alou/wallet/crypto.hpp"
 #include "alou/wallet/jwt.hpp"
 #include "alou/wallet/siwe.hpp"
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <nlohmann/json.hpp>
 #include <secp256k1.h>
 #include <secp256k1_recovery.h>
@@ -149,6 +151,16 @@ class Wallet : public AppTest, public ::testing::WithParamInterface<std::string>
     const Res r = verify("ethereum", text, k.sign(text));
     EXPECT_EQ(r.result_int(), 200) << r.body();
   }
+  // Rows in `users` for an address: refusals must not create one.
+  int user_rows(const std::string& address) {
+    auto count = [address](SQLite::Database& c) {
+      SQLite::Statement q(c, "SELECT COUNT(*) FROM users WHERE address = ?");
+      q.bind(1, address);
+      q.executeStep();
+      return q.getColumn(0).getInt();
+    };
+    return app_->db().run_sync(count);
+  }
   std::string secret_file() {
     std::ifstream in(std::filesystem::path(settings_.storage.data_dir) / "jwt.secret");
     std::string s;
@@ -271,6 +283,9 @@ TEST_P(Wallet, WrongDomainUriChainAndTimesAre401AndSpendNothing) {
     c.change(m);
     const std::string text = format_message(m);
     expect_error(verify("ethereum", text, k.sign(text)), 401, c.code);
+    if (&c == &cases[0]) {
+      EXPECT_EQ(user_rows(k.address), 0);  // before any success
+    }
     expect_nonce_still_usable(k, m);
   }
 }
@@ -294,7 +309,10 @@ TEST_P(Wallet, ForgedSignaturesAre401) {
   SignInMessage t = m;
   t.statement = "Something else.";
   expect_error(verify("ethereum", format_message(t), k.sign(text)), 401, "signature_mismatch");
+  EXPECT_EQ(user_rows(k.address), 0);
+  EXPECT_EQ(user_rows(other.address), 0);
   expect_nonce_still_usable(k, m);
+  EXPECT_EQ(user_rows(k.address), 1);
 }
 
 TEST_P(Wallet, MalformedInputsAre400) {
@@ -342,7 +360,8 @@ TEST_P(Wallet, MalformedInputsAre400) {
   expect_error(get("/api/wallet/nonce/" + wrong_case), 400, "invalid_address");
   expect_error(get("/api/wallet/nonce/" + k.address + "?chain=dogecoin"), 400, "invalid_chain");
   expect_error(get("/api/wallet/nonce/" + k.address + "?chain=solana"), 400, "invalid_address");
-  // None of it spent the nonce.
+  // None of it spent the nonce or recorded a user.
+  EXPECT_EQ(user_rows(k.address), 0);
   EXPECT_EQ(verify("ethereum", text, good).result_int(), 200);
 }
 
