@@ -521,5 +521,47 @@ TEST_P(Wallet, SessionBadBodiesAre400) {
   expect_error(get("/api/session/nope", bearer(key)), 404, "session_not_found");
 }
 
+// ---------------------------------------------------------------- KV down
+
+// Redis unreachable: every wallet and session path answers 503
+// kv_unavailable, and wallet tokens fail closed (their revocation cannot be
+// checked).
+class WalletKvDown : public AppTest {
+ protected:
+  void configure(Settings& s) override {
+    s.storage.redis_url = "redis://127.0.0.1:1";
+    s.storage.redis_timeout_ms = 300;
+  }
+};
+
+TEST_F(WalletKvDown, NonceVerifySessionsAre503AndTokensFailClosed) {
+  const EthKey k(20);
+  expect_error(get("/api/wallet/nonce/" + k.address), 503, "kv_unavailable");
+
+  SignInMessage m;
+  m.domain = settings_.wallet.domain;
+  m.address = k.address;
+  m.uri = settings_.wallet.uri;
+  m.chain_id = "1";
+  m.nonce = "abcdefgh12345678";
+  m.issued_at = format_rfc3339(now_unix_ms());
+  const std::string text = format_message(m);
+  const Res v = request(bhttp::verb::post, "/api/wallet/verify", {{"content-type", "application/json"}},
+                        json{{"chain", "ethereum"}, {"message", text}, {"signature", k.sign(text)}}.dump());
+  expect_error(v, 503, "kv_unavailable");
+
+  std::ifstream in(std::filesystem::path(settings_.storage.data_dir) / "jwt.secret");
+  std::string secret;
+  std::getline(in, secret);
+  const std::int64_t now = now_unix_ms() / 1000;
+  const std::string token = Jwt(secret, "alou").sign(
+      {.sub = k.address, .chain = Chain::kEthereum, .iat = now, .exp = now + 60, .jti = "j", .iss = "alou"});
+  expect_error(get("/test/whoami", bearer(token)), 401, "invalid_api_key");
+
+  const std::string key = create_key(unique_name("kvdown"));
+  expect_error(request(bhttp::verb::post, "/api/session", bearer(key)), 503, "kv_unavailable");
+  expect_error(get("/api/session/sess_aaaaaaaaaaaaaaaaaaaaaaaa", bearer(key)), 503, "kv_unavailable");
+}
+
 }  // namespace
 }  // namespace alou::itest
