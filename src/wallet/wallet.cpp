@@ -148,20 +148,8 @@ class ServiceImpl final : public Service {
     auto address = canonical_address(*chain, ex.param("address"));
     if (!address) co_return ex.error(address.error());
 
-    // A fixed one-minute window per client IP bounds the nonces anyone can park in the KV.
-    const std::string ip = ex.remote().address().to_string();
-    std::string counter = rate_key(ip);
-    auto count = co_await kv_.incr(counter, 1, Ms(60'000));
-    if (!count) co_return ex.error(count.error());
-    if (*count > static_cast<std::int64_t>(ws_.nonce_per_minute)) {
-      auto left = co_await kv_.ttl(counter);
-      std::int64_t retry_s = 60;
-      if (left && *left && left->value().count() > 0) retry_s = (left->value().count() + 999) / 1000;
-      auto res = ex.error(Error{429, "rate_limit_exceeded",
-                                "too many sign-in nonces from this address; retry in " + std::to_string(retry_s) + " s"});
-      res.set(http::bhttp::field::retry_after, std::to_string(retry_s));
-      co_return res;
-    }
+    auto refused = co_await rate_limit(ex);
+    if (refused) co_return std::move(*refused);
 
     const std::int64_t now = now_();
     SignInMessage m;
@@ -187,6 +175,22 @@ class ServiceImpl final : public Service {
                        {"address", *address},
                        {"chain", chain_name(*chain)}};
     co_return ex.json(http::Status::ok, body.dump());
+  }
+
+  // A fixed one-minute window per client IP bounds the nonces anyone can
+  // park in the KV: 429 with Retry-After beyond wallet.nonce_per_minute.
+  net::awaitable<std::optional<http::Response>> rate_limit(http::Exchange& ex) {
+    const std::string counter = rate_key(ex.remote().address().to_string());
+    auto count = co_await kv_.incr(counter, 1, Ms(60'000));
+    if (!count) co_return ex.error(count.error());
+    if (*count <= static_cast<std::int64_t>(ws_.nonce_per_minute)) co_return std::nullopt;
+    auto left = co_await kv_.ttl(counter);
+    std::int64_t retry_s = 60;
+    if (left && *left && left->value().count() > 0) retry_s = (left->value().count() + 999) / 1000;
+    auto res = ex.error(Error{429, "rate_limit_exceeded",
+                              "too many sign-in nonces from your IP address; retry in " + std::to_string(retry_s) + " s"});
+    res.set(http::bhttp::field::retry_after, std::to_string(retry_s));
+    co_return res;
   }
 
   // The checks of a parsed message against configuration and the clock.
