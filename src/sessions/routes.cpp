@@ -1,6 +1,9 @@
+// The /api/session routes over a sessions::Store.
+#include "alou/sessions/sessions.hpp"
+
 #include "alou/core/time.hpp"
 #include "alou/http/exchange.hpp"
-#include "alou/sessions/sessions.hpp"
+#include "alou/http/router.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -109,6 +109,7 @@ class Wallet : public AppTest, public ::testing::WithParamInterface<std::string>
   }
   void configure(Settings& s) override {
     s.storage.redis_url = redis_url_;
+    s.wallet.jwt_secret_env = "";  // always the generated <data_dir>/jwt.secret (secret_file() reads it)
     s.wallet.nonce_per_minute = 1'000'000;
     s.wallet.chain_ids = {1, 10};
     s.wallet.solana_chains = {"mainnet", "devnet"};
@@ -531,6 +532,7 @@ class WalletKvDown : public AppTest {
   void configure(Settings& s) override {
     s.storage.redis_url = "redis://127.0.0.1:1";
     s.storage.redis_timeout_ms = 300;
+    s.wallet.jwt_secret_env = "";
   }
 };
 
