@@ -9,8 +9,10 @@
 #include "alou/http/filters.hpp"
 #include "alou/http/server.hpp"
 #include "alou/ops/ops.hpp"
+#include "alou/sessions/sessions.hpp"
 #include "alou/storage/database.hpp"
 #include "alou/storage/kv.hpp"
+#include "alou/wallet/wallet.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -78,9 +80,16 @@ class AppImpl final : public App {
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
 
+    auto wallet = wallet::Service::create(settings_, *db_, *kv_);
+    if (!wallet) return wallet.error();
+    wallet_ = std::move(*wallet);
+    sessions_ = sessions::make_kv_store(*kv_, settings_.sessions);
+
     http::Router router;
     gateway_->add_routes(router);
     billing_->add_routes(router);
+    wallet_->add_routes(router);
+    sessions::add_routes(router, *sessions_);
     ops::add_routes(router, ops::StatusSources{
                                 .version = kVersion,
                                 .started = started_,
@@ -97,7 +106,7 @@ class AppImpl final : public App {
     filters.push_back(http::make_request_id_filter());
     filters.push_back(http::make_observability_filter(metrics_, router, settings_.log.access_log));
     filters.push_back(http::make_cors_filter(settings_.server.cors_origins));
-    filters.push_back(auth::make_auth_filter({auth::make_key_resolver(*keys_)}));
+    filters.push_back(auth::make_auth_filter({auth::make_key_resolver(*keys_), wallet_->resolver()}));
     filters.push_back(auth::make_rate_limit_filter(*kv_, metrics_));
 
     auto server = http::Server::create(ioc_, settings_.server, std::move(router), std::move(filters), metrics_);
@@ -181,6 +190,8 @@ class AppImpl final : public App {
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;
   std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<wallet::Service> wallet_;
+  std::unique_ptr<sessions::Store> sessions_;
   std::unique_ptr<http::Server> server_;
   std::vector<std::thread> threads_;
   bool started_threads_ = false;

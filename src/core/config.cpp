@@ -13,7 +13,7 @@ namespace alou {
 namespace {
 
 // How a setting is typed; environment overrides are converted by kind.
-enum class Kind { kString, kUint, kInt, kBool, kDouble, kStringList };
+enum class Kind { kString, kUint, kInt, kBool, kDouble, kStringList, kUintList };
 
 struct Field {
   const char* key;
@@ -52,6 +52,7 @@ const char* kind_name(const Field& f) {
     case Kind::kBool: return "true or false";
     case Kind::kDouble: return "a number";
     case Kind::kStringList: return "an array of strings";
+    case Kind::kUintList: return "an array of non-negative integers";
   }
   return "a value";
 }
@@ -77,6 +78,13 @@ class Binder {
         ok = n.is_array();
         if (ok) {
           for (const auto& e : *n.as_array()) ok = ok && e.is_string();
+        }
+        break;
+      }
+      case Kind::kUintList: {
+        ok = n.is_array();
+        if (ok) {
+          for (const auto& e : *n.as_array()) ok = ok && e.is_integer() && *e.value<std::int64_t>() >= 0;
         }
         break;
       }
@@ -139,6 +147,20 @@ class Binder {
         }
         return assign(f, arr, path);
       }
+      case Kind::kUintList: {
+        toml::array arr;
+        std::string item;
+        std::istringstream in(value);
+        while (std::getline(in, item, ',')) {
+          std::int64_t v = 0;
+          auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+          if (ec != std::errc{} || p != item.data() + item.size()) {
+            return error(path, std::string("expected ") + kind_name(f) + ", got \"" + value + "\"");
+          }
+          arr.push_back(v);
+        }
+        return assign(f, arr, path);
+      }
     }
     return std::nullopt;
   }
@@ -195,6 +217,9 @@ std::function<void(const toml::node&)> set_to(T& target) {
     } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
       target.clear();
       for (const auto& e : *n.as_array()) target.push_back(*e.value<std::string>());
+    } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>>) {
+      target.clear();
+      for (const auto& e : *n.as_array()) target.push_back(static_cast<std::uint64_t>(*e.value<std::int64_t>()));
     } else {
       target = static_cast<T>(*n.value<std::int64_t>());
     }
@@ -257,6 +282,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
       {"tls_cert", Kind::kString, set_to(sv.tls_cert)},
       {"tls_key", Kind::kString, set_to(sv.tls_key)},
       {"cors_origins", Kind::kStringList, set_to(sv.cors_origins)},
+      {"web_dir", Kind::kString, set_to(sv.web_dir)},
   };
   auto& st = s.storage;
   const std::vector<Field> storage = {
@@ -281,6 +307,11 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
       {"uri", Kind::kString, set_to(s.wallet.uri)},
       {"nonce_ttl_s", Kind::kUint, set_to(s.wallet.nonce_ttl_s), 1, kU32Max},
       {"token_ttl_s", Kind::kUint, set_to(s.wallet.token_ttl_s), 1, kU32Max},
+      {"chain_ids", Kind::kUintList, set_to(s.wallet.chain_ids)},
+      {"solana_chains", Kind::kStringList, set_to(s.wallet.solana_chains)},
+      {"jwt_secret_env", Kind::kString, set_to(s.wallet.jwt_secret_env)},
+      {"nonce_per_minute", Kind::kUint, set_to(s.wallet.nonce_per_minute), 1, kU32Max},
+      {"clock_skew_s", Kind::kUint, set_to(s.wallet.clock_skew_s), 0, 3600},
   };
   const std::vector<Field> sessions = {
       {"ttl_s", Kind::kUint, set_to(s.sessions.ttl_s), 1, kU32Max},

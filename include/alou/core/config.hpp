@@ -29,6 +29,7 @@ struct ServerSettings {
   std::string tls_cert;                           // both set: the listener speaks TLS
   std::string tls_key;
   std::vector<std::string> cors_origins;          // empty: no CORS headers; "*" allowed
+  std::string web_dir = "web";                    // static pages (/login); relative to the working dir
 };
 
 struct StorageSettings {
@@ -55,6 +56,11 @@ struct WalletSettings {
   std::string uri = "http://localhost:8080";
   std::uint32_t nonce_ttl_s = 300;
   std::uint32_t token_ttl_s = 86400;
+  std::vector<std::uint64_t> chain_ids = {1};     // EIP-155 chain ids accepted in SIWE messages
+  std::vector<std::string> solana_chains = {"mainnet"};  // SIWS Chain ID values accepted
+  std::string jwt_secret_env = "ALOU_JWT_SECRET"; // else <data_dir>/jwt.secret (0600)
+  std::uint32_t nonce_per_minute = 30;            // nonces issued per client IP per minute
+  std::uint32_t clock_skew_s = 60;                // tolerated for Issued At / Not Before
 };
 
 struct SessionsSettings {

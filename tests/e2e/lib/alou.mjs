@@ -77,6 +77,10 @@ level = "warn"
 [auth]
 admin_key_env = "ALOU_ADMIN_KEY"
 
+[wallet]
+domain = ${tomlString(`127.0.0.1:${port}`)}
+uri = ${tomlString(`http://127.0.0.1:${port}`)}
+
 [[providers]]
 name = "mock"
 kind = "mock"

@@ -413,3 +413,60 @@ TEST_F(Config, AnthropicProviderSettings) {
 
 }  // namespace
 }  // namespace alou
+
+// Wallet settings (issue 5): integer lists, from the file and the environment.
+namespace alou {
+namespace {
+
+TEST(ConfigWallet, ChainIdsAndWebDirParse) {
+  const auto r = parse_settings(
+      "[server]\nweb_dir = \"/srv/web\"\n[wallet]\nchain_ids = [1, 10, 8453]\nsolana_chains = [\"devnet\"]\n"
+      "jwt_secret_env = \"MY_SECRET\"\nnonce_per_minute = 5\nclock_skew_s = 0\n",
+      "w.toml", [](const char*) -> std::optional<std::string> { return std::nullopt; });
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->server.web_dir, "/srv/web");
+  EXPECT_EQ(r->wallet.chain_ids, (std::vector<std::uint64_t>{1, 10, 8453}));
+  EXPECT_EQ(r->wallet.solana_chains, (std::vector<std::string>{"devnet"}));
+  EXPECT_EQ(r->wallet.jwt_secret_env, "MY_SECRET");
+  EXPECT_EQ(r->wallet.nonce_per_minute, 5u);
+  EXPECT_EQ(r->wallet.clock_skew_s, 0u);
+}
+
+TEST(ConfigWallet, DefaultsAreMainnets) {
+  const auto r = parse_settings("", "w.toml", [](const char*) -> std::optional<std::string> { return std::nullopt; });
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->wallet.chain_ids, (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(r->wallet.solana_chains, (std::vector<std::string>{"mainnet"}));
+  EXPECT_EQ(r->server.web_dir, "web");
+}
+
+TEST(ConfigWallet, ChainIdsMustBeNonNegativeIntegers) {
+  auto none = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  for (const char* bad : {"chain_ids = [-1]", "chain_ids = [\"1\"]", "chain_ids = 1", "chain_ids = [1.5]"}) {
+    const auto r = parse_settings(std::string("[wallet]\n") + bad + "\n", "w.toml", none);
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_NE(r.error().message.find("wallet.chain_ids: expected an array of non-negative integers"),
+              std::string::npos)
+        << r.error().message;
+  }
+}
+
+TEST(ConfigWallet, ChainIdsFromTheEnvironment) {
+  auto env_ok = [](const char* n) -> std::optional<std::string> {
+    if (std::string_view(n) == "ALOU_WALLET_CHAIN_IDS") return std::string("1,137");
+    return std::nullopt;
+  };
+  const auto r = parse_settings("", "w.toml", env_ok);
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->wallet.chain_ids, (std::vector<std::uint64_t>{1, 137}));
+  auto env_bad = [](const char* n) -> std::optional<std::string> {
+    if (std::string_view(n) == "ALOU_WALLET_CHAIN_IDS") return std::string("1,x");
+    return std::nullopt;
+  };
+  const auto bad = parse_settings("", "w.toml", env_bad);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("ALOU_WALLET_CHAIN_IDS"), std::string::npos) << bad.error().message;
+}
+
+}  // namespace
+}  // namespace alou
