@@ -7,6 +7,7 @@
 #include "alou/gateway/gateway.hpp"
 #include "alou/http/filters.hpp"
 #include "alou/http/server.hpp"
+#include "alou/mcp/service.hpp"
 #include "alou/ops/ops.hpp"
 #include "alou/storage/database.hpp"
 #include "alou/storage/kv.hpp"
@@ -62,8 +63,14 @@ class AppImpl final : public App {
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
 
+    auto mcp = mcp::Service::create({.settings = settings_, .executor = ioc_.get_executor(), .db = *db_, .kv = *kv_,
+                                     .metrics = metrics_});
+    if (!mcp) return mcp.error();
+    mcp_ = std::move(*mcp);
+
     http::Router router;
     gateway_->add_routes(router);
+    mcp_->add_routes(router);
     ops::add_routes(router, ops::StatusSources{
                                 .version = kVersion,
                                 .started = started_,
@@ -72,6 +79,7 @@ class AppImpl final : public App {
                                 .metrics = metrics_,
                                 .connections = [this] { return server_ ? server_->connections() : 0; },
                                 .providers = [this] { return gateway_->status(); },
+                                .mcp_servers = [this] { return mcp_->servers_status(); },
                             });
     if (options.extra_routes) options.extra_routes(router);
 
@@ -105,6 +113,7 @@ class AppImpl final : public App {
     unsigned n = settings_.server.threads > 0 ? static_cast<unsigned>(settings_.server.threads)
                                               : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    mcp_->start();
     spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
     // The contract promises this line whatever the log level.
     if (!spdlog::should_log(spdlog::level::info)) std::fprintf(stderr, "alou: listening on %s\n", url().c_str());
@@ -117,6 +126,8 @@ class AppImpl final : public App {
       auto done = net::co_spawn(ioc_, server_->shutdown(std::chrono::milliseconds(settings_.server.shutdown_timeout_ms)),
                                 net::use_future);
       done.wait();
+      auto mcp_done = net::co_spawn(ioc_, mcp_->shutdown(), net::use_future);
+      mcp_done.wait();
       work_.reset();
       ioc_.stop();
       for (auto& t : threads_) t.join();
@@ -143,6 +154,7 @@ class AppImpl final : public App {
   storage::Database& db() override { return *db_; }
   storage::Kv& kv() override { return *kv_; }
   auth::KeyStore& keys() override { return *keys_; }
+  mcp::Service& mcp() override { return *mcp_; }
 
  private:
   // Declaration order is teardown order reversed: the metrics outlive the
@@ -157,6 +169,7 @@ class AppImpl final : public App {
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;
   std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<mcp::Service> mcp_;
   std::unique_ptr<http::Server> server_;
   std::vector<std::thread> threads_;
   bool started_threads_ = false;
