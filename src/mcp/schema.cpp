@@ -45,9 +45,13 @@ std::vector<std::string> InputSchema::validate(const nlohmann::json& value) cons
     if (validator.validate(*schema_, adapter, &results)) return problems;
     valijson::ValidationResults::Error err;
     while (results.popError(err)) {
+      // valijson's context is "<root>", "[name]", "[0]": as a JSON pointer.
       std::string where;
       for (const auto& c : err.context) {
-        if (c != "<root>") where += c;
+        if (c == "<root>") continue;
+        std::string part = c.size() >= 2 && c.front() == '[' && c.back() == ']' ? c.substr(1, c.size() - 2) : c;
+        if (part.size() >= 2 && part.front() == '"' && part.back() == '"') part = part.substr(1, part.size() - 2);
+        where += "/" + part;
       }
       // valijson reports each failing parent too ("Failed to validate item
       // #0 in array"): the leaves say what is actually wrong.
