@@ -21,6 +21,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 namespace alou::mcp {
@@ -255,30 +256,30 @@ class ServiceImpl final : public Service, public ToolCatalogue {
   void rebuild() {
     std::lock_guard rebuild_lock(rebuild_mu_);
     auto snap = std::make_shared<Snapshot>();
+    auto report = [&](const std::string& key, const std::string& msg) {
+      snap->issues[key].push_back(msg);
+      // Once per distinct issue, not at every rebuild.
+      if (logged_issues_.insert(key + "\n" + msg).second) spdlog::warn("mcp {}: {}", key, msg);
+    };
     auto add = [&](Entry e, const std::string& issue_key) {
       if (!is_valid_tool_name(e.info.name)) {
-        const std::string msg = "tool \"" + e.info.upstream_name + "\" not exposed: \"" + e.info.name +
-                                "\" does not match ^[a-zA-Z0-9_-]{1,64}$";
-        spdlog::warn("mcp {}: {}", issue_key, msg);
-        snap->issues[issue_key].push_back(msg);
+        report(issue_key, "tool \"" + e.info.upstream_name + "\" not exposed: \"" + e.info.name +
+                              "\" does not match ^[a-zA-Z0-9_-]{1,64}$");
         return;
       }
       if (auto it = snap->index.find(e.info.name); it != snap->index.end()) {
         const auto& first = snap->tools[it->second].info;
-        const std::string msg = "tool \"" + e.info.upstream_name + "\" not exposed: the name \"" + e.info.name +
-                                "\" is already taken by " +
-                                (first.server.empty() ? "registered tool" : "server " + first.server) + " (\"" +
-                                first.upstream_name + "\")";
-        spdlog::warn("mcp {}: {}", issue_key, msg);
-        snap->issues[issue_key].push_back(msg);
+        report(issue_key, "tool \"" + e.info.upstream_name + "\" not exposed: the name \"" + e.info.name +
+                              "\" is already taken by " +
+                              (first.server.empty() ? "registered tool" : "server " + first.server) + " (\"" +
+                              first.upstream_name + "\")");
         return;
       }
       auto schema = InputSchema::compile(e.info.input_schema);
       if (schema) {
         e.schema = *schema;
       } else {
-        const std::string msg = "tool \"" + e.info.name + "\": arguments not validated: " + schema.error().message;
-        snap->issues[issue_key].push_back(msg);
+        report(issue_key, "tool \"" + e.info.name + "\": arguments not validated: " + schema.error().message);
       }
       e.metrics = tool_metrics(e.info.server.empty() ? "registered" : e.info.server, e.info.name);
       snap->index.emplace(e.info.name, snap->tools.size());
@@ -631,6 +632,7 @@ class ServiceImpl final : public Service, public ToolCatalogue {
   std::shared_ptr<const Snapshot> snapshot_;
   std::mutex rebuild_mu_;
   std::map<std::string, ToolMetrics> tool_metrics_;
+  std::set<std::string> logged_issues_;
   std::mutex local_mu_;
   std::vector<std::shared_ptr<LocalTool>> local_;
 

@@ -577,8 +577,9 @@ class HttpUpstream final : public UpstreamBase {
     const std::int64_t id = next_id_++;
     const json msg = make_request(id, method, params);
     auto r = co_await post(msg, timeout);
-    if (r && r->status == 404 && !session_id_.empty() && method != "initialize") {
-      // The server forgot the session: initialize again, then retry once.
+    if (r && (r->status == 404 || r->status == 400) && !session_id_.empty() && method != "initialize") {
+      // The server forgot the session (404 per the spec; some servers, such
+      // as the reference ones, answer 400): initialize again, retry once.
       spdlog::info("mcp {}: session expired; initializing again", settings_.name);
       session_id_.clear();
       auto again = co_await reinitialize();
@@ -661,8 +662,9 @@ class HttpUpstream final : public UpstreamBase {
                                              Ms) {
     if (r.status == 404) co_return unavailable(settings_.name, "HTTP 404 (session not found)");
     if (r.status < 200 || r.status >= 300) {
-      co_return Error{502, "mcp_upstream_error",
-                      "MCP server \"" + settings_.name + "\" answered HTTP " + std::to_string(r.status) + " to " + method};
+      // Not a JSON-RPC answer: the server is broken or gone (a failed ping
+      // then reconnects).
+      co_return unavailable(settings_.name, "HTTP " + std::to_string(r.status) + " to " + method);
     }
     std::vector<std::string> payloads;
     std::string ctype;

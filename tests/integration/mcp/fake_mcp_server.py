@@ -4,7 +4,7 @@
 Options:
   --version V      the protocolVersion it answers to initialize (default: the one asked for)
   --silent         never answers anything (a hung server)
-  --tools a,b      extra tool names (besides echo, pid, hang, garbage, crash, grow)
+  --tools a,b      extra tool names (besides echo, pid, hang, garbage, crash, grow, cancels)
   --page N         tools/list page size (default 3: forces pagination)
 Tools:
   echo {text}      -> "echo: <text>"
@@ -13,6 +13,7 @@ Tools:
   garbage          -> writes malformed lines first, then answers "ok"
   crash            -> exits at once with code 3
   grow             -> adds a tool "grown" and sends notifications/tools/list_changed
+  cancels          -> the notifications/cancelled it received, as JSON 
   (an extra tool)  -> "extra:<name>"
 """
 import json
@@ -46,6 +47,7 @@ tools = [
     {"name": "garbage", "description": "malformed output, then ok", "inputSchema": SCHEMA},
     {"name": "crash", "description": "exits", "inputSchema": SCHEMA},
     {"name": "grow", "description": "adds a tool", "inputSchema": SCHEMA},
+    {"name": "cancels", "description": "the cancellations it received", "inputSchema": SCHEMA},
 ] + [{"name": t, "description": "extra", "inputSchema": SCHEMA} for t in extra]
 
 
@@ -62,6 +64,7 @@ def text(t):
     return {"content": [{"type": "text", "text": t}], "isError": False}
 
 
+cancels = []  # params of every notifications/cancelled received
 sys.stderr.write("fake mcp server starting\n")
 sys.stderr.flush()
 for line in sys.stdin:
@@ -69,7 +72,11 @@ for line in sys.stdin:
     if not line:
         continue
     msg = json.loads(line)
-    if silent or "method" not in msg or "id" not in msg:
+    if silent or "method" not in msg:
+        continue
+    if "id" not in msg:
+        if msg["method"] == "notifications/cancelled":
+            cancels.append(msg.get("params"))
         continue
     mid, method, params = msg["id"], msg["method"], msg.get("params") or {}
     if method == "initialize":
@@ -99,6 +106,8 @@ for line in sys.stdin:
             sys.stdout.write('{"jsonrpc":"2.0","id":987654,"result":{}}\n')
             sys.stdout.flush()
             result(mid, text("ok"))
+        elif name == "cancels":
+            result(mid, text(json.dumps(cancels)))
         elif name == "crash":
             sys.exit(3)
         elif name == "grow":

@@ -107,7 +107,7 @@ TEST_F(McpEndpoint, ListsEveryToolAcrossPages) {
     if (!b["result"].contains("nextCursor")) break;
     params = {{"cursor", b["result"]["nextCursor"]}};
   }
-  EXPECT_EQ(names.size(), 126u);  // 6 + 120, in two pages
+  EXPECT_EQ(names.size(), 127u);  // 7 + 120, in two pages
   EXPECT_NE(std::find(names.begin(), names.end(), "fake__t119"), names.end());
   const json bad = rpc(sid, 99, "tools/list", {{"cursor", "zzz"}});
   EXPECT_EQ(bad["error"]["code"], -32602);

@@ -7,6 +7,8 @@
 
 #include "alou/core/metrics.hpp"
 
+#include <spawn.h>
+
 #include <nlohmann/json.hpp>
 
 #include <signal.h>
@@ -107,7 +109,7 @@ class Mcp : public AppTest {
 
   static std::string text_of(const Res& r) {
     const json b = body_json(r);
-    if (!b.is_object() || !b["content"].is_array() || b["content"].empty()) return {};
+    if (!b.is_object() || !b.contains("content") || !b["content"].is_array() || b["content"].empty()) return {};
     return b["content"][0].value("text", "");
   }
 };
@@ -227,8 +229,9 @@ class McpFake : public Mcp {
 
 TEST_F(McpFake, PagesThroughToolsList) {
   ASSERT_TRUE(wait_ready("fake")) << servers().dump();
-  // 6 tools in pages of 3.
-  for (const char* t : {"echo", "pid", "hang", "garbage", "crash", "grow"}) {
+  // 7 tools in pages of 3.
+  EXPECT_EQ(server("fake")["tools"], 7);
+  for (const char* t : {"echo", "pid", "hang", "garbage", "crash", "grow", "cancels"}) {
     EXPECT_TRUE(tool(std::string("fake__") + t).is_object()) << t;
   }
   EXPECT_EQ(tool("fake__echo")["risk"], "read_only");
@@ -268,6 +271,29 @@ TEST_F(McpFake, AServerThatNeverAnswersTimesOutAndAlouStaysHealthy) {
   EXPECT_EQ(get("/api/health").result_int(), 200);
   EXPECT_EQ(text_of(call("fake__echo", {{"text", "still here"}})), "echo: still here");
   EXPECT_EQ(counter("alou_mcp_tool_errors_total", {{"server", "fake"}, {"tool", "fake__hang"}}), 1u);
+}
+
+TEST_F(McpFake, TimeoutsAndCallersThatGoAwaySendNotificationsCancelled) {
+  ASSERT_TRUE(wait_ready("fake"));
+  {
+    Client c(ep());
+    Headers h = admin();
+    h.emplace_back("content-type", "application/json");
+    ASSERT_FALSE(c.send(make_request(bhttp::verb::post, "/api/tools/fake__hang/call", h, R"({"arguments":{}})")));
+    Res r;
+    EXPECT_TRUE(c.read(r, 300ms));  // no answer within 300 ms: the client gives up
+    c.close();
+  }
+  EXPECT_TRUE(eventually(
+      [&] {
+        const std::string seen = text_of(call("fake__cancels", json::object()));
+        return seen.find("the caller went away") != std::string::npos;
+      },
+      1200ms));  // well before the 1500 ms timeout would have sent "timeout"
+  expect_error(call("fake__hang", json::object()), 504, "tool_timeout");
+  EXPECT_TRUE(eventually([&] {
+    return text_of(call("fake__cancels", json::object())).find("\"timeout\"") != std::string::npos;
+  }));
 }
 
 TEST_F(McpFake, MalformedMessagesAreLoggedNotFatal) {
@@ -357,6 +383,75 @@ TEST_F(McpNames, CollisionsAndInvalidNamesAreReportedNeverShadowed) {
   EXPECT_FALSE(tool("a__bad.name").is_object());
   // The call goes to "a" (whose tool is "_y"), not to "a_" (whose tool is "y").
   EXPECT_EQ(text_of(call("a___y", json::object())), "extra:_y");
+}
+
+// ------------------------------------------- Streamable HTTP upstream --
+
+class McpHttp : public Mcp {
+ protected:
+  void configure(Settings& s) override {
+    {
+      net::io_context ioc;
+      tcp::acceptor a(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+      port_ = a.local_endpoint().port();
+    }
+    start_server();
+    McpServerSettings m;
+    m.name = "remote";
+    m.transport = "http";
+    m.url = "http://127.0.0.1:" + std::to_string(port_) + "/mcp";
+    m.timeout_ms = 5000;
+    m.ping_interval_ms = 200;
+    s.mcp_servers.push_back(m);
+  }
+
+  void TearDown() override {
+    AppTest::TearDown();
+    stop_server();
+  }
+
+  // server-everything in streamableHttp mode on port_, output to /dev/null.
+  void start_server() {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    const std::string exe = bin("mcp-server-everything");
+    const std::string port = "PORT=" + std::to_string(port_);
+    const std::string path = std::string("PATH=") + (std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
+    char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("streamableHttp"), nullptr};
+    char* envp[] = {const_cast<char*>(port.c_str()), const_cast<char*>(path.c_str()), nullptr};
+    ASSERT_EQ(posix_spawn(&server_pid_, exe.c_str(), &fa, nullptr, argv, envp), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    const tcp::endpoint ep(net::ip::make_address("127.0.0.1"), port_);
+    ASSERT_TRUE(eventually([&] { return !Client::try_connect(ep, 200ms); }, 20'000ms));
+  }
+
+  void stop_server() {
+    if (server_pid_ <= 0) return;
+    ::kill(server_pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(server_pid_, &st, 0);
+    server_pid_ = -1;
+  }
+
+  unsigned short port_ = 0;
+  pid_t server_pid_ = -1;
+};
+
+TEST_F(McpHttp, CallsToolsAndSurvivesAServerRestart) {
+  ASSERT_TRUE(wait_ready("remote")) << servers().dump();
+  const json s = server("remote");
+  EXPECT_EQ(s["transport"], "http");
+  EXPECT_EQ(s["protocol_version"], "2025-11-25");
+  EXPECT_TRUE(tool("remote__echo").is_object());
+  EXPECT_EQ(text_of(call("remote__echo", {{"message", "one"}})), "Echo: one");
+  // The server restarts and forgets every session: Alou initializes again.
+  stop_server();
+  start_server();
+  EXPECT_TRUE(eventually([&] { return text_of(call("remote__echo", {{"message", "two"}})) == "Echo: two"; },
+                         10'000ms))
+      << servers().dump();
 }
 
 }  // namespace
