@@ -8,6 +8,7 @@
 #include "alou/gateway/gateway.hpp"
 #include "alou/http/filters.hpp"
 #include "alou/http/server.hpp"
+#include "alou/mcp/service.hpp"
 #include "alou/ops/ops.hpp"
 #include "alou/sessions/sessions.hpp"
 #include "alou/storage/database.hpp"
@@ -85,11 +86,17 @@ class AppImpl final : public App {
     wallet_ = std::move(*wallet);
     sessions_ = sessions::make_kv_store(*kv_, settings_.sessions);
 
+    auto mcp = mcp::Service::create({.settings = settings_, .executor = ioc_.get_executor(), .db = *db_, .kv = *kv_,
+                                     .metrics = metrics_});
+    if (!mcp) return mcp.error();
+    mcp_ = std::move(*mcp);
+
     http::Router router;
     gateway_->add_routes(router);
     billing_->add_routes(router);
     wallet_->add_routes(router);
     sessions::add_routes(router, *sessions_);
+    mcp_->add_routes(router);
     ops::add_routes(router, ops::StatusSources{
                                 .version = kVersion,
                                 .started = started_,
@@ -98,6 +105,7 @@ class AppImpl final : public App {
                                 .metrics = metrics_,
                                 .connections = [this] { return server_ ? server_->connections() : 0; },
                                 .providers = [this] { return gateway_->status(); },
+                                .mcp_servers = [this] { return mcp_->servers_status(); },
                             });
     if (options.extra_routes) options.extra_routes(router);
 
@@ -131,6 +139,7 @@ class AppImpl final : public App {
     unsigned n = settings_.server.threads > 0 ? static_cast<unsigned>(settings_.server.threads)
                                               : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    mcp_->start();
     spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
     // The contract promises this line whatever the log level.
     if (!spdlog::should_log(spdlog::level::info)) std::fprintf(stderr, "alou: listening on %s\n", url().c_str());
@@ -143,6 +152,8 @@ class AppImpl final : public App {
       auto done = net::co_spawn(ioc_, server_->shutdown(std::chrono::milliseconds(settings_.server.shutdown_timeout_ms)),
                                 net::use_future);
       done.wait();
+      auto mcp_done = net::co_spawn(ioc_, mcp_->shutdown(), net::use_future);
+      mcp_done.wait();
       work_.reset();
       ioc_.stop();
       for (auto& t : threads_) t.join();
@@ -172,6 +183,7 @@ class AppImpl final : public App {
   storage::Database& db() override { return *db_; }
   storage::Kv& kv() override { return *kv_; }
   auth::KeyStore& keys() override { return *keys_; }
+  mcp::Service& mcp() override { return *mcp_; }
 
  private:
   // Declaration order is teardown order reversed: the metrics outlive the
@@ -192,6 +204,7 @@ class AppImpl final : public App {
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<wallet::Service> wallet_;
   std::unique_ptr<sessions::Store> sessions_;
+  std::unique_ptr<mcp::Service> mcp_;
   std::unique_ptr<http::Server> server_;
   std::vector<std::thread> threads_;
   bool started_threads_ = false;

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -447,6 +448,8 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
             {"url", Kind::kString, set_to(m.url)},
             {"env", Kind::kStringList, set_to(m.env)},
             {"cwd", Kind::kString, set_to(m.cwd)},
+            {"timeout_ms", Kind::kUint, set_to(m.timeout_ms), 1, kU32Max},
+            {"ping_interval_ms", Kind::kUint, set_to(m.ping_interval_ms), 10, kU32Max},
         };
       })) {
     return *e;
@@ -481,6 +484,16 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
     const auto& m = s.mcp_servers[i];
     const std::string path = "mcp_servers[" + std::to_string(i) + "]";
     if (m.name.empty()) return b.error(path + ".name", "is required");
+    // The name prefixes its tools' names ("<server>__<tool>", at most 64 characters).
+    bool name_ok = m.name.size() <= 30 && m.name.find("__") == std::string::npos;
+    for (char c : m.name) name_ok = name_ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+    if (!name_ok) {
+      return b.error(path + ".name", "expected at most 30 characters of [a-zA-Z0-9_-] without \"__\", got \"" + m.name + "\"");
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (s.mcp_servers[j].name == m.name) return b.error(path + ".name", "duplicate MCP server \"" + m.name + "\"");
+    }
+    if (m.transport.empty()) return b.error(path + ".transport", "is required (stdio or http)");
     if (m.transport == "stdio" && m.command.empty()) return b.error(path + ".command", "is required for stdio");
     if (m.transport == "http" && m.url.empty()) return b.error(path + ".url", "is required for http");
   }

@@ -86,7 +86,7 @@ void add_routes(http::Router& router, StatusSources src) {
                                {"sqlite", sqlite},
                                {"kv", kv},
                                {"providers", s->providers ? s->providers() : nlohmann::json::array()},
-                               {"mcp_servers", nlohmann::json::array()}};
+                               {"mcp_servers", s->mcp_servers ? s->mcp_servers() : nlohmann::json::array()}};
         co_return ex.json(ok ? http::Status::ok : http::Status::service_unavailable, body.dump());
       },
       {.access = http::Access::kOwner});

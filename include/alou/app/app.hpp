@@ -24,6 +24,9 @@ class Kv;
 namespace alou::auth {
 class KeyStore;
 }
+namespace alou::mcp {
+class Service;
+}
 
 namespace alou::app {
 
@@ -56,6 +59,7 @@ class App {
   virtual storage::Database& db() = 0;
   virtual storage::Kv& kv() = 0;
   virtual auth::KeyStore& keys() = 0;
+  virtual mcp::Service& mcp() = 0;
 };
 
 // The command line (DESIGN.md): serve, migrate, keys, version, ...

@@ -112,6 +112,8 @@ struct McpServerSettings {
   std::string url;
   std::vector<std::string> env;                   // names allowed through
   std::string cwd;
+  std::uint32_t timeout_ms = 30'000;              // deadline of every request to the server
+  std::uint32_t ping_interval_ms = 30'000;        // health ping; a missed ping restarts it
 };
 
 struct Settings {

@@ -28,6 +28,7 @@ struct StatusSources {
   metrics::Registry& metrics;
   std::function<std::size_t()> connections;
   std::function<nlohmann::json()> providers;  // the gateway's providers and their state
+  std::function<nlohmann::json()> mcp_servers;  // the MCP servers and their state
 };
 
 // Registers the three routes and the process gauges (uptime, build info,

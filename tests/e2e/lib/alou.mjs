@@ -62,7 +62,7 @@ function tomlString(s) {
   return JSON.stringify(s); // a JSON string is a valid TOML basic string
 }
 
-function configToml({ port, dataDir, mockPort }) {
+function configToml({ port, dataDir, mockPort, extraToml = '' }) {
   return `# written by tests/e2e/lib/alou.mjs
 [server]
 listen = ${tomlString(`127.0.0.1:${port}`)}
@@ -125,7 +125,7 @@ price = { input_per_mtok = 2, output_per_mtok = 4 }
 
 [billing]
 default_max_output_tokens = 64
-`;
+${extraToml}`;
 }
 
 /**
@@ -207,8 +207,9 @@ async function httpOk(url) {
 /**
  * Starts `alou mock-upstream` and `alou serve` on free ports with a temp
  * config and data directory. Resolves once GET /api/health answers 200.
+ * `extraToml` is appended to the config (e.g. [[mcp_servers]] tables).
  */
-export async function startGateway() {
+export async function startGateway({ extraToml = '' } = {}) {
   const dir = await mkdtemp(path.join(tmpdir(), 'alou-e2e-'));
   const dataDir = path.join(dir, 'data');
   const configPath = path.join(dir, 'alou.toml');
@@ -296,7 +297,7 @@ export async function startGateway() {
     });
 
     g.port = await freePort();
-    await writeFile(configPath, configToml({ port: g.port, dataDir, mockPort: g.mockPort }));
+    await writeFile(configPath, configToml({ port: g.port, dataDir, mockPort: g.mockPort, extraToml }));
     g.serve = new Child('alou serve', ['serve', '--config', configPath], env);
     children.push(g.serve);
     g.url = `http://127.0.0.1:${g.port}`;

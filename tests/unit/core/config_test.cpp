@@ -386,6 +386,30 @@ TEST_F(Config, StdioMcpServerWithoutCommandIsRejected) {
                  {"conf/alou.toml: mcp_servers[0].command: is required for stdio"});
 }
 
+TEST_F(Config, McpServerTimeoutsAreRead) {
+  const auto r = parse("[[mcp_servers]]\nname = \"x\"\ntransport = \"http\"\nurl = \"http://h/mcp\"\n"
+                       "timeout_ms = 1500\nping_interval_ms = 200\n");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->mcp_servers[0].timeout_ms, 1500u);
+  EXPECT_EQ(r->mcp_servers[0].ping_interval_ms, 200u);
+  const auto d = parse("[[mcp_servers]]\nname = \"x\"\ntransport = \"http\"\nurl = \"http://h/mcp\"\n");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->mcp_servers[0].timeout_ms, 30000u);
+}
+
+TEST_F(Config, McpServerNamesMustPrefixToolNames) {
+  expect_invalid("[[mcp_servers]]\nname = \"a__b\"\ntransport = \"http\"\nurl = \"http://h\"\n",
+                 {"mcp_servers[0].name: ", "without \"__\""});
+  expect_invalid("[[mcp_servers]]\nname = \"a.b\"\ntransport = \"http\"\nurl = \"http://h\"\n",
+                 {"mcp_servers[0].name: "});
+  expect_invalid("[[mcp_servers]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://h\"\n"
+                 "[[mcp_servers]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://h\"\n",
+                 {"mcp_servers[1].name: duplicate MCP server \"a\""});
+  expect_invalid("[[mcp_servers]]\nname = \"a\"\nurl = \"http://h\"\n", {"mcp_servers[0].transport: is required"});
+  expect_invalid("[[mcp_servers]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://h\"\ntimeout_ms = 0\n",
+                 {"mcp_servers[0].timeout_ms"});
+}
+
 TEST_F(Config, ListenWithoutPortIsRejected) {
   expect_invalid("[server]\nlisten = \"localhost\"\n", {"conf/alou.toml: server.listen: ", "HOST:PORT"});
 }
