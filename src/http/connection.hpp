@@ -41,6 +41,13 @@ class Connection {
   // Reads whatever the client sends (kept for the next request) until an
   // error or EOF: used to notice a client going away mid-response.
   virtual boost::asio::awaitable<boost::system::error_code> watch_read() = 0;
+  // The cheaper way to watch (RouteOptions::watch_client): arms one read
+  // on the socket while a handler runs. If the client goes away (EOF, reset)
+  // before disarm_watch(), `on_gone` is called on the connection's strand.
+  // The read stays armed after the handler: it becomes the read of the next
+  // request, so a watched request costs no extra read and no cancellation.
+  virtual void arm_watch(std::function<void()> on_gone) = 0;
+  virtual void disarm_watch() = 0;
   // Closes the socket at once (aborts pending operations).
   virtual void abort() = 0;
   virtual boost::asio::awaitable<std::unique_ptr<WebSocket>> upgrade(Request& req,

@@ -2,7 +2,12 @@
 
 #include "connection.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/field.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -175,10 +180,23 @@ boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
         res->set(bhttp::field::allow, ex.match.allow);
       }
     } else if (ex.route()->options.watch_client) {
+      // The handler runs under a cancellation signal that the connection's
+      // watch read emits if the client goes away.
       auto& conn = ex.connection();
-      auto r = co_await (run_handler(ex) || conn.watch_read());
-      if (r.index() == 0) {
-        res = std::move(std::get<0>(r));
+      boost::asio::cancellation_signal gone_signal;
+      bool gone = false;
+      auto on_gone = [&gone, &gone_signal] {
+        gone = true;
+        gone_signal.emit(boost::asio::cancellation_type::terminal);
+      };
+      conn.arm_watch(on_gone);
+      auto strand = co_await boost::asio::this_coro::executor;
+      auto token = boost::asio::bind_cancellation_slot(gone_signal.slot(), boost::asio::use_awaitable);
+      auto handled = boost::asio::co_spawn(strand, run_handler(ex), token);
+      Response r = co_await std::move(handled);
+      conn.disarm_watch();
+      if (!gone) {
+        res = std::move(r);
       } else {
         // The client went away: the handler was cancelled; nothing to send.
         conn.close_after_response();

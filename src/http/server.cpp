@@ -141,7 +141,15 @@ class Session final : public SessionBase, public Connection {
       // Wait for the first byte with the idle timeout, then give the client
       // header_timeout_ms for the whole head: a slow client holds only its
       // own connection, never a thread.
-      if (buffer_.size() == 0) {
+      if (watch_.armed || watch_.completed) {
+        // The read armed to watch the last request is this request's read.
+        if (watch_.armed) {
+          state_ = State::kIdle;
+          if (!co_await wait_watch(first ? s.header_timeout_ms : s.idle_timeout_ms)) break;
+        }
+        watch_.completed = false;
+        if (watch_.ec) break;
+      } else if (buffer_.size() == 0) {
         state_ = State::kIdle;
         // An idle keep-alive connection keeps only a small buffer: 10k idle
         // clients must not pin 10k request-sized buffers.
@@ -243,7 +251,23 @@ class Session final : public SessionBase, public Connection {
       }
       first = false;
     }
+    if (watch_.armed) {
+      // Nothing may still read into buffer_ once this coroutine is gone.
+      beast::get_lowest_layer(stream_).socket().cancel();
+      co_await wait_watch(2000);
+    }
     co_await close_gracefully();
+  }
+
+  void arm_watch(std::function<void()> on_gone) override {
+    watch_.on_gone = std::move(on_gone);
+    watch_.watching = true;
+    if (!watch_.armed && !watch_.completed) start_watch_read();
+  }
+
+  void disarm_watch() override {
+    watch_.watching = false;
+    watch_.on_gone = nullptr;
   }
 
   // ---- SessionBase
@@ -282,6 +306,57 @@ class Session final : public SessionBase, public Connection {
   net::awaitable<boost::system::error_code> write_buffers(const std::vector<net::const_buffer>& bufs) override {
     auto [ec, n] = co_await net::async_write(stream_, bufs, kAwait);
     co_return ec;
+  }
+
+  // One read with a plain completion handler (no coroutine frame): data is
+  // kept for the next request; an error while a handler runs means the
+  // client left.
+  void start_watch_read() {
+    watch_.armed = true;
+    watch_.completed = false;
+    watch_.ec = {};
+    if (buffer_.size() > shared_.settings.max_header_bytes) {
+      on_watch(net::error::no_buffer_space, 0);
+      return;
+    }
+    auto self = std::static_pointer_cast<Session>(shared_from_this());
+    stream_.async_read_some(buffer_.prepare(4096), [self](boost::system::error_code ec, std::size_t n) {
+      self->on_watch(ec, n);
+    });
+  }
+
+  void on_watch(boost::system::error_code ec, std::size_t n) {
+    watch_.armed = false;
+    watch_.completed = true;
+    watch_.ec = ec;
+    if (!ec) buffer_.commit(n);
+    if (ec && watch_.watching && watch_.on_gone) {
+      auto gone = std::move(watch_.on_gone);
+      watch_.on_gone = nullptr;
+      gone();
+    }
+    if (watch_.waiter) watch_.waiter->cancel();
+  }
+
+  // Waits for the armed watch read; false if it did not complete in time
+  // (the socket is then closed).
+  net::awaitable<bool> wait_watch(std::uint32_t timeout_ms) {
+    if (!watch_.armed) co_return true;
+    if (!watch_.waiter) watch_.waiter.emplace(stream_.get_executor());
+    watch_.waiter->expires_after(std::chrono::milliseconds(timeout_ms));
+    co_await watch_.waiter->async_wait(kAwait);  // cancelled when the read completes
+    if (watch_.armed) {
+      // Timed out (or shut down): stop the read and let it finish.
+      boost::system::error_code ignored;
+      beast::get_lowest_layer(stream_).socket().close(ignored);
+      watch_.waiter->expires_after(std::chrono::seconds(5));
+      while (watch_.armed) {
+        auto [ec2] = co_await watch_.waiter->async_wait(kAwait);
+        if (!ec2) break;  // should not happen: the close completes the read
+      }
+      co_return false;
+    }
+    co_return true;
   }
 
   net::awaitable<boost::system::error_code> watch_read() override {
@@ -340,6 +415,14 @@ class Session final : public SessionBase, public Connection {
   tcp::endpoint remote_;
   beast::flat_buffer buffer_;
   State state_ = State::kIdle;
+  struct Watch {
+    bool armed = false;      // a watch read is pending
+    bool completed = false;  // it completed and its result is not consumed yet
+    bool watching = false;   // a handler runs: an error means the client left
+    boost::system::error_code ec;
+    std::function<void()> on_gone;
+    std::optional<net::steady_timer> waiter;  // cancelled when the read completes
+  } watch_;
   bool shutting_down_ = false;
   bool close_after_ = false;
   bool upgraded_ = false;
