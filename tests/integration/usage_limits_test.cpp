@@ -167,7 +167,9 @@ TEST_P(UsageLimits, ConcurrencyLimitRefusesWhileSlotsAreTakenAndFreesThemAfterSt
   EXPECT_TRUE(eventually([&] { return chat(k.secret, "hi").result_int() == 200; }));
   // And the count goes back to nothing (no key left behind on Redis; the
   // embedded KV keeps counts outside its map).
-  if (GetParam() == "redis") EXPECT_TRUE(eventually([&] { return !kv_get("rl:conc:" + k.id).has_value(); }));
+  if (GetParam() == "redis") {
+    EXPECT_TRUE(eventually([&] { return !kv_get("rl:conc:" + k.id).has_value(); }));
+  }
 }
 
 TEST_P(UsageLimits, ConcurrencySlotIsReleasedWhenTheClientGoesAway) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace alou::gateway {
 namespace {
@@ -31,14 +32,21 @@ TEST(MasterKey, HexAndBase64OfTheSameBytesAreTheSameKey) {
 }
 
 TEST(MasterKey, RejectsWrongLengthsAndGarbageWithoutEchoingThem) {
-  for (const std::string bad : {"", "00", std::string(kHex).substr(2), std::string(kHex) + "00",
-                                std::string("zz") + std::string(kHex).substr(2), "AAECAwQFBgcICQoLDA0ODw==",
-                                "not a key at all, certainly not 32 bytes"}) {
+  const std::vector<std::string> bads = {"",
+                                        "00",
+                                        std::string(kHex).substr(2),
+                                        std::string(kHex) + "00",
+                                        std::string("zz") + std::string(kHex).substr(2),
+                                        "AAECAwQFBgcICQoLDA0ODw==",
+                                        "not a key at all, certainly not 32 bytes"};
+  for (const auto& bad : bads) {
     auto r = MasterKey::parse(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, "master_key_invalid");
     EXPECT_EQ(r.error().status, 400);
-    if (bad.size() > 4) EXPECT_EQ(r.error().message.find(bad), std::string::npos);
+    if (bad.size() > 4) {
+      EXPECT_EQ(r.error().message.find(bad), std::string::npos);
+    }
   }
 }
 
