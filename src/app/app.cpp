@@ -3,9 +3,11 @@
 #include "alou/auth/filters.hpp"
 #include "alou/billing/billing.hpp"
 #include "alou/auth/keys.hpp"
+#include "alou/auth/limits.hpp"
 #include "alou/core/log.hpp"
 #include "alou/core/metrics.hpp"
 #include "alou/gateway/gateway.hpp"
+#include "alou/gateway/provider_keys.hpp"
 #include "alou/http/filters.hpp"
 #include "alou/http/server.hpp"
 #include "alou/mcp/service.hpp"
@@ -77,7 +79,22 @@ class AppImpl final : public App {
                                                   });
     if (auto r = billing_->load_prices(); !r) return r.error();
 
-    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, billing_.get());
+    // Settlements of keys with a TPM limit also debit their token bucket.
+    meter_ = auth::make_tpm_meter(*billing_, *kv_, metrics_, ioc_.get_executor());
+
+    // Provider keys stored through the admin API, encrypted under ALOU_MASTER_KEY.
+    std::optional<gateway::MasterKey> master;
+    if (auto text = process_env(gateway::kMasterKeyEnv); text && !text->empty()) {
+      log::add_secret(*text);
+      auto parsed = gateway::MasterKey::parse(*text);
+      if (!parsed) return parsed.error();
+      master = std::move(*parsed);
+    }
+    provider_keys_ = std::make_unique<gateway::ProviderKeys>(settings_, *db_, std::move(master));
+    auto stored_keys = provider_keys_->load_blocking();
+    if (!stored_keys) return stored_keys.error();
+
+    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, meter_.get(), *stored_keys);
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
 
@@ -93,6 +110,7 @@ class AppImpl final : public App {
 
     http::Router router;
     gateway_->add_routes(router);
+    provider_keys_->add_routes(router);
     billing_->add_routes(router);
     wallet_->add_routes(router);
     sessions::add_routes(router, *sessions_);
@@ -116,6 +134,7 @@ class AppImpl final : public App {
     filters.push_back(http::make_cors_filter(settings_.server.cors_origins));
     filters.push_back(auth::make_auth_filter({auth::make_key_resolver(*keys_), wallet_->resolver()}));
     filters.push_back(auth::make_rate_limit_filter(*kv_, metrics_));
+    filters.push_back(auth::make_usage_limit_filter(*kv_, metrics_, ioc_.get_executor()));
 
     auto server = http::Server::create(ioc_, settings_.server, std::move(router), std::move(filters), metrics_);
     if (!server) return server.error();
@@ -197,10 +216,12 @@ class AppImpl final : public App {
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<billing::Ledger> ledger_;
   std::unique_ptr<billing::Billing> billing_;
+  std::unique_ptr<Meter> meter_;  // billing_, decorated with the TPM debit
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(ioc_);
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;
+  std::unique_ptr<gateway::ProviderKeys> provider_keys_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<wallet::Service> wallet_;
   std::unique_ptr<sessions::Store> sessions_;

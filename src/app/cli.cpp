@@ -35,7 +35,7 @@ constexpr const char* kUsage = R"(usage: alou <command> [options]
 commands:
   serve    [--config FILE] [--listen HOST:PORT] [--data-dir DIR]   run the gateway
   migrate  [--config FILE]                                         apply database migrations and exit
-  keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--budget USD]
+  keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--concurrency N] [--budget USD]
   keys list
   keys revoke ID_OR_NAME
   credit ACCOUNT USD [--memo TEXT]                                 add credit (ACCOUNT: key id or name, wallet address)
@@ -235,13 +235,13 @@ int cmd_keys(const Args& a) {
   if (a.help || sub.empty()) {
     std::puts(
         "usage: alou keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] "
-        "[--budget USD] [--credit USD]\n"
+        "[--concurrency N] [--budget USD] [--credit USD]\n"
         "       alou keys list\n"
         "       alou keys revoke ID_OR_NAME\n\n"
         "create prints the new key (sk-alou-...) once, alone on its line on stdout.");
     return sub.empty() && !a.help ? 2 : 0;
   }
-  if (auto r = only_flags(a, {"config", "data-dir", "name", "role", "models", "rpm", "tpm", "budget", "credit"}); !r) {
+  if (auto r = only_flags(a, {"config", "data-dir", "name", "role", "models", "rpm", "tpm", "concurrency", "budget", "credit"}); !r) {
     return fail(r.error().message, 2);
   }
   auto s = settings_for(a);
@@ -272,7 +272,8 @@ int cmd_keys(const Args& a) {
         }
       }
     }
-    for (auto [flag, target] : {std::pair{"rpm", &nk.rpm}, std::pair{"tpm", &nk.tpm}}) {
+    for (auto [flag, target] : {std::pair{"rpm", &nk.rpm}, std::pair{"tpm", &nk.tpm},
+                                 std::pair{"concurrency", &nk.max_concurrency}}) {
       if (auto f = a.flags.find(flag); f != a.flags.end()) {
         try {
           std::size_t used = 0;
@@ -317,13 +318,14 @@ int cmd_keys(const Args& a) {
   if (sub == "list") {
     auto list = keys.list();
     if (!list) return fail(list.error().message);
-    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-20s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM", "MODELS",
-                "STATE");
+    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM",
+                "CONC", "MODELS", "STATE");
     for (const auto& k : *list) {
       std::string models;
       for (const auto& m : k.models) models += (models.empty() ? "" : ",") + m;
-      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-20s %s\n", k.id.c_str(), k.name.c_str(), k.prefix.c_str(),
-                  role_name(k.role), fmt_opt(k.rpm).c_str(), fmt_opt(k.tpm).c_str(),
+      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %s\n", k.id.c_str(), k.name.c_str(),
+                  k.prefix.c_str(), role_name(k.role), fmt_opt(k.rpm).c_str(), fmt_opt(k.tpm).c_str(),
+                  fmt_opt(k.max_concurrency).c_str(),
                   models.empty() ? "*" : models.c_str(), k.revoked_at_ms ? "revoked" : "active");
     }
     return 0;

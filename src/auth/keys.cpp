@@ -48,7 +48,7 @@ void bind_opt(SQLite::Statement& st, int i, const std::optional<std::int64_t>& v
 }
 
 constexpr const char* kColumns =
-    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms";
+    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms, max_concurrency";
 
 ApiKey row_to_key(SQLite::Statement& st) {
   ApiKey k;
@@ -62,6 +62,7 @@ ApiKey row_to_key(SQLite::Statement& st) {
   k.budget_nanos = opt_int(st.getColumn(7));
   k.created_at_ms = st.getColumn(8).getInt64();
   k.revoked_at_ms = opt_int(st.getColumn(9));
+  k.max_concurrency = opt_int(st.getColumn(10));
   return k;
 }
 
@@ -103,6 +104,7 @@ Principal principal_of(const ApiKey& key) {
   p.models = key.models;
   p.rpm = key.rpm;
   p.tpm = key.tpm;
+  p.max_concurrency = key.max_concurrency;
   p.budget_nanos = key.budget_nanos;
   return p;
 }
@@ -116,8 +118,8 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
   if (!valid_name(nk.name)) {
     return Error::bad_request("key name must be 1-64 characters of letters, digits, - _ . @", "invalid_name");
   }
-  if ((nk.rpm && *nk.rpm <= 0) || (nk.tpm && *nk.tpm <= 0)) {
-    return Error::bad_request("rpm and tpm must be positive", "invalid_limit");
+  if ((nk.rpm && *nk.rpm <= 0) || (nk.tpm && *nk.tpm <= 0) || (nk.max_concurrency && *nk.max_concurrency <= 0)) {
+    return Error::bad_request("rpm, tpm and concurrency must be positive", "invalid_limit");
   }
   if (nk.budget_nanos && *nk.budget_nanos < 0) return Error::bad_request("budget must not be negative", "invalid_budget");
   ApiKey k;
@@ -129,6 +131,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
   k.models = nk.models;
   k.rpm = nk.rpm;
   k.tpm = nk.tpm;
+  k.max_concurrency = nk.max_concurrency;
   k.budget_nanos = nk.budget_nanos;
   k.created_at_ms = now_ms();
   const std::string hash = hash_secret(secret);
@@ -139,7 +142,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       if (exists.executeStep()) return false;
       SQLite::Statement st(c,
                            "INSERT INTO api_keys (id, name, secret_hash, prefix, role, models, rpm, tpm, "
-                           "budget_nanos, created_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?)");
+                           "budget_nanos, created_at_ms, max_concurrency) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
       st.bind(1, k.id);
       st.bind(2, k.name);
       st.bind(3, hash);
@@ -150,6 +153,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       bind_opt(st, 8, k.tpm);
       bind_opt(st, 9, k.budget_nanos);
       st.bind(10, k.created_at_ms);
+      bind_opt(st, 11, k.max_concurrency);
       st.exec();
       return true;
     });
@@ -252,7 +256,7 @@ boost::asio::awaitable<std::optional<Principal>> KeyStore::authenticate(std::str
       if (!st.executeStep()) return std::nullopt;
       // The index lookup found the row; the stored hash is still compared
       // in constant time so no timing depends on how much of it matched.
-      if (!constant_time_equal(st.getColumn(10).getString(), hash)) return std::nullopt;
+      if (!constant_time_equal(st.getColumn(11).getString(), hash)) return std::nullopt;
       ApiKey k = row_to_key(st);
       if (k.revoked_at_ms) return std::nullopt;
       return principal_of(k);

@@ -189,7 +189,8 @@ std::uint32_t uniform(std::uint32_t n) { return n == 0 ? 0 : randombytes_uniform
 
 class GatewayImpl final : public Gateway {
  public:
-  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, Meter* meter)
+  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, Meter* meter,
+              const std::map<std::string, std::string>& stored_keys)
       : metrics_(m), meter_(meter ? meter : &free_meter_) {
     http::ClientOptions opts;
     client_ = std::make_shared<http::Client>(ex, opts, &m);
@@ -197,14 +198,19 @@ class GatewayImpl final : public Gateway {
     for (const auto& p : s.providers) {
       ProviderState st{p.name, p.kind, false, {}};
       std::string key;
+      const auto stored = stored_keys.find(p.name);
       if (!p.api_key_env.empty()) {
         if (auto v = process_env(p.api_key_env.c_str()); v && !v->empty()) {
           key = *v;
+        } else if (stored != stored_keys.end()) {
+          key = stored->second;
         } else {
           st.reason = p.api_key_env + " is not set";
           states_.push_back(st);
           continue;
         }
+      } else if (stored != stored_keys.end()) {
+        key = stored->second;
       }
       std::unique_ptr<Provider> impl;
       if (p.kind == "mock") {
@@ -881,9 +887,10 @@ class GatewayImpl final : public Gateway {
 }  // namespace
 
 Result<std::unique_ptr<Gateway>> Gateway::create(const Settings& settings, net::any_io_executor ex,
-                                                 metrics::Registry& metrics, Meter* meter) {
+                                                 metrics::Registry& metrics, Meter* meter,
+                                                 const std::map<std::string, std::string>& stored_keys) {
   if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
-  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter));
+  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter, stored_keys));
 }
 
 }  // namespace alou::gateway

@@ -338,12 +338,62 @@ class EmbeddedKv final : public Kv {
     if (!(capacity > 0) || !(refill_per_s > 0) || !(cost >= 0)) {
       co_return kv_error("take_tokens: capacity and refill must be > 0 and cost >= 0");
     }
-    co_return state_->locked([&](Map& map, Dirty& dirty) -> Result<BucketResult> {
+    co_return bucket(std::move(key), capacity, refill_per_s, cost, /*debit=*/false);
+  }
+
+  asio::awaitable<Result<BucketResult>> debit_tokens(std::string key, double capacity, double refill_per_s,
+                                                     double cost) override {
+    if (!(capacity > 0) || !(refill_per_s > 0) || !(cost >= 0)) {
+      co_return kv_error("debit_tokens: capacity and refill must be > 0 and cost >= 0");
+    }
+    co_return bucket(std::move(key), capacity, refill_per_s, cost, /*debit=*/true);
+  }
+
+  asio::awaitable<Result<SlotResult>> acquire_slot(std::string key, std::int64_t limit, Ms) override {
+    if (limit <= 0) co_return kv_error("acquire_slot: limit must be > 0");
+    std::lock_guard lock(slots_mu_);
+    auto& n = slots_[key];
+    SlotResult r;
+    if (n < limit) {
+      ++n;
+      r.acquired = true;
+    }
+    r.in_use = n;
+    co_return r;
+  }
+
+  asio::awaitable<Result<std::int64_t>> release_slot(std::string key, Ms) override {
+    std::lock_guard lock(slots_mu_);
+    auto it = slots_.find(key);
+    if (it == slots_.end()) co_return ok<std::int64_t>(0);
+    if (--it->second <= 0) {
+      slots_.erase(it);
+      co_return ok<std::int64_t>(0);
+    }
+    co_return ok(it->second);
+  }
+
+  asio::awaitable<Result<void>> ping() override { co_return success(); }
+
+  void flush() override {
+    state_->stopped_.store(true);
+    try {
+      state_->db().run_sync([state = state_](SQLite::Database& conn) { state->write_dirty(conn); });
+    } catch (const std::exception& e) {
+      spdlog::error("embedded kv: final flush failed: {}", e.what());
+    }
+  }
+
+ private:
+  // Both token buckets: take `cost` if there is that much (take_tokens), or
+  // subtract it whatever is left (debit_tokens).
+  Result<BucketResult> bucket(std::string key, double capacity, double refill_per_s, double cost, bool debit) {
+    return state_->locked([&](Map& map, Dirty& dirty) -> Result<BucketResult> {
       auto now = now_ms();
       Bucket b{capacity, now};
       if (auto* e = find_live(map, dirty, key, now); e != nullptr) {
         auto decoded = decode_bucket(e->value);
-        if (!decoded) return kv_error("take_tokens: key holds a value that is not a token bucket");
+        if (!decoded) return kv_error("token bucket: key holds a value that is not a token bucket");
         b = *decoded;
         // A clock step backwards must not mint tokens, so elapsed is >= 0.
         auto elapsed = std::max<std::int64_t>(0, now - b.refilled_at_ms);
@@ -351,7 +401,11 @@ class EmbeddedKv final : public Kv {
         b.refilled_at_ms = std::max(now, b.refilled_at_ms);
       }
       BucketResult r;
-      if (b.tokens >= cost) {
+      if (debit) {
+        b.tokens -= cost;
+        r.allowed = b.tokens > 0;
+        if (!r.allowed) r.retry_after = Ms{static_cast<std::int64_t>(std::floor(-b.tokens * 1000.0 / refill_per_s)) + 1};
+      } else if (b.tokens >= cost) {
         b.tokens -= cost;
         r.allowed = true;
       } else {
@@ -370,19 +424,10 @@ class EmbeddedKv final : public Kv {
     });
   }
 
-  asio::awaitable<Result<void>> ping() override { co_return success(); }
-
-  void flush() override {
-    state_->stopped_.store(true);
-    try {
-      state_->db().run_sync([state = state_](SQLite::Database& conn) { state->write_dirty(conn); });
-    } catch (const std::exception& e) {
-      spdlog::error("embedded kv: final flush failed: {}", e.what());
-    }
-  }
-
- private:
   std::shared_ptr<State> state_;
+  // In-flight counts: in memory only (see Kv::acquire_slot).
+  std::mutex slots_mu_;
+  std::unordered_map<std::string, std::int64_t> slots_;
 };
 
 }  // namespace

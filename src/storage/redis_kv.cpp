@@ -682,6 +682,74 @@ return {allowed, string.format('%.17g', tokens), retry, reset}
   return s;
 }
 
+// debit_tokens: the same bucket, but the cost is subtracted whatever is
+// left (it may go negative) and "allowed" means more than 0 is left.
+const Script& debit_script() {
+  static const Script s = make_script(R"lua(
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = capacity
+  ts = now
+end
+if now > ts then
+  tokens = math.min(capacity, tokens + (now - ts) * rate / 1000)
+  ts = now
+end
+tokens = tokens - cost
+local allowed = 0
+local retry = 0
+if tokens > 0 then
+  allowed = 1
+else
+  retry = math.floor(-tokens * 1000 / rate) + 1
+end
+local reset = math.ceil((capacity - tokens) * 1000 / rate)
+if reset > 0 then
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', tostring(ts))
+  redis.call('PEXPIRE', KEYS[1], reset)
+else
+  redis.call('DEL', KEYS[1])
+end
+return {allowed, string.format('%.17g', tokens), retry, reset}
+)lua");
+  return s;
+}
+
+// acquire_slot: INCR only below the limit, so a refusal never counts; every
+// change pushes the safety-net expiry back.
+const Script& acquire_slot_script() {
+  static const Script s = make_script(R"lua(
+local limit = tonumber(ARGV[1])
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= limit then return {0, n} end
+n = redis.call('INCR', KEYS[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {1, n}
+)lua");
+  return s;
+}
+
+const Script& release_slot_script() {
+  static const Script s = make_script(R"lua(
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n <= 1 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+n = redis.call('DECR', KEYS[1])
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+)lua");
+  return s;
+}
+
 std::string format_double(double v) {
   char buf[64];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -787,16 +855,37 @@ class RedisKv final : public Kv {
     if (!(capacity > 0) || !(refill_per_s > 0) || !(cost >= 0)) {
       co_return Error::internal("take_tokens: capacity and refill must be > 0 and cost >= 0", "kv_error");
     }
-    auto r = co_await eval(bucket_script(), cmd(std::move(key)),
-                           cmd(format_double(capacity), format_double(refill_per_s), format_double(cost)));
+    auto r = co_await bucket(bucket_script(), std::move(key), capacity, refill_per_s, cost);
+    co_return r;
+  }
+
+  asio::awaitable<Result<BucketResult>> debit_tokens(std::string key, double capacity, double refill_per_s,
+                                                     double cost) override {
+    if (!(capacity > 0) || !(refill_per_s > 0) || !(cost >= 0)) {
+      co_return Error::internal("debit_tokens: capacity and refill must be > 0 and cost >= 0", "kv_error");
+    }
+    auto r = co_await bucket(debit_script(), std::move(key), capacity, refill_per_s, cost);
+    co_return r;
+  }
+
+  asio::awaitable<Result<SlotResult>> acquire_slot(std::string key, std::int64_t limit, Ms ttl) override {
+    if (limit <= 0) co_return Error::internal("acquire_slot: limit must be > 0", "kv_error");
+    auto r = co_await eval(acquire_slot_script(), cmd(std::move(key)),
+                           cmd(std::to_string(limit), std::to_string(std::max<std::int64_t>(0, ttl.count()))));
     if (!r) co_return r.error();
-    if (r->type != REDIS_REPLY_ARRAY || r->elements.size() != 4) co_return unexpected("take_tokens");
-    BucketResult out;
-    out.allowed = r->elements[0].integer == 1;
-    out.remaining = std::strtod(r->elements[1].str.c_str(), nullptr);
-    out.retry_after = Ms{r->elements[2].integer};
-    out.reset_after = Ms{r->elements[3].integer};
+    if (r->type != REDIS_REPLY_ARRAY || r->elements.size() != 2) co_return unexpected("acquire_slot");
+    SlotResult out;
+    out.acquired = r->elements[0].integer == 1;
+    out.in_use = r->elements[1].integer;
     co_return out;
+  }
+
+  asio::awaitable<Result<std::int64_t>> release_slot(std::string key, Ms ttl) override {
+    auto r = co_await eval(release_slot_script(), cmd(std::move(key)),
+                           cmd(std::to_string(std::max<std::int64_t>(0, ttl.count()))));
+    if (!r) co_return r.error();
+    if (r->type != REDIS_REPLY_INTEGER) co_return unexpected("release_slot");
+    co_return ok(static_cast<std::int64_t>(r->integer));
   }
 
   asio::awaitable<Result<void>> ping() override {
@@ -824,6 +913,20 @@ class RedisKv final : public Kv {
     if (!r) return r.error();
     if (r->type != REDIS_REPLY_INTEGER) return unexpected(what);
     return ok(r->integer > 0);
+  }
+
+  asio::awaitable<Result<BucketResult>> bucket(const Script& script, std::string key, double capacity,
+                                               double refill_per_s, double cost) {
+    auto r = co_await eval(script, cmd(std::move(key)),
+                           cmd(format_double(capacity), format_double(refill_per_s), format_double(cost)));
+    if (!r) co_return r.error();
+    if (r->type != REDIS_REPLY_ARRAY || r->elements.size() != 4) co_return unexpected("token bucket");
+    BucketResult out;
+    out.allowed = r->elements[0].integer == 1;
+    out.remaining = std::strtod(r->elements[1].str.c_str(), nullptr);
+    out.retry_after = Ms{r->elements[2].integer};
+    out.reset_after = Ms{r->elements[3].integer};
+    co_return out;
   }
 
   asio::awaitable<Result<Reply>> call(std::vector<std::string> args) {

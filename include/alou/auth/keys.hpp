@@ -37,6 +37,7 @@ struct ApiKey {
   std::vector<std::string> models;
   std::optional<std::int64_t> rpm;
   std::optional<std::int64_t> tpm;
+  std::optional<std::int64_t> max_concurrency;
   std::optional<std::int64_t> budget_nanos;
   std::int64_t created_at_ms = 0;
   std::optional<std::int64_t> revoked_at_ms;
@@ -48,6 +49,7 @@ struct NewKey {
   std::vector<std::string> models;
   std::optional<std::int64_t> rpm;
   std::optional<std::int64_t> tpm;
+  std::optional<std::int64_t> max_concurrency;
   std::optional<std::int64_t> budget_nanos;
 };
 

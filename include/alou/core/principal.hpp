@@ -18,6 +18,7 @@ struct Principal {
   std::vector<std::string> models;      // empty: every model
   std::optional<std::int64_t> rpm;      // requests per minute
   std::optional<std::int64_t> tpm;      // tokens per minute
+  std::optional<std::int64_t> max_concurrency;  // requests in flight at once
   std::optional<std::int64_t> budget_nanos;
 
   bool is_owner() const { return role == Role::kOwner; }

@@ -9,7 +9,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <nlohmann/json_fwd.hpp>
 
+#include <map>
 #include <memory>
+#include <string>
 
 namespace alou::http {
 class Router;
@@ -27,9 +29,12 @@ class Gateway {
   // is named but unset is disabled) and the model table from
   // settings.models. Errors: a model routed only to unknown kinds.
   // `meter` (which must outlive the gateway) holds, settles and audits
-  // every request; null: nothing is charged (tests).
+  // every request; null: nothing is charged (tests). `stored_keys`
+  // (provider name -> key, from ProviderKeys) are used by providers whose
+  // api_key_env is empty or unset.
   static Result<std::unique_ptr<Gateway>> create(const Settings& settings, boost::asio::any_io_executor ex,
-                                                 metrics::Registry& metrics, Meter* meter = nullptr);
+                                                 metrics::Registry& metrics, Meter* meter = nullptr,
+                                                 const std::map<std::string, std::string>& stored_keys = {});
   // POST /v1/chat/completions, GET /v1/models.
   virtual void add_routes(http::Router& router) = 0;
   // For /api/status: providers and their state.

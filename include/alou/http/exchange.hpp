@@ -88,6 +88,10 @@ class Exchange final {
   // by the pipeline, streamed or not).
   std::vector<std::pair<std::string, std::string>> response_headers;
 
+  // Objects a filter keeps for the life of this exchange (RAII guards, e.g.
+  // a concurrency slot): destroyed with it, however the request ended.
+  std::vector<std::shared_ptr<void>> attachments;
+
   // Set once a response head went out (stream or WebSocket).
   bool head_sent = false;
   int sent_status = 0;

@@ -34,6 +34,11 @@ struct BucketResult {
   Ms reset_after{0};           // time until the bucket is full again
 };
 
+struct SlotResult {
+  bool acquired = false;
+  std::int64_t in_use = 0;  // slots taken after this call
+};
+
 class Kv {
  public:
   virtual ~Kv() = default;
@@ -65,6 +70,23 @@ class Kv {
   // (a Lua script on Redis), so several instances share one bucket.
   virtual boost::asio::awaitable<Result<BucketResult>> take_tokens(std::string key, double capacity,
                                                                   double refill_per_s, double cost) = 0;
+  // Token bucket for a cost known only afterwards (tokens per minute):
+  // refilled like take_tokens', then `cost` is subtracted unconditionally,
+  // so the bucket may go negative (a debt the refill pays back first); cost
+  // 0 only reads it. `allowed`: more than 0 tokens are left; when not,
+  // retry_after is the time until there are. Atomic per key, like
+  // take_tokens; a key holds one kind of bucket.
+  virtual boost::asio::awaitable<Result<BucketResult>> debit_tokens(std::string key, double capacity,
+                                                                   double refill_per_s, double cost) = 0;
+  // A counting semaphore (requests in flight per key): takes a slot if
+  // fewer than `limit` (> 0) are taken. Atomic. On Redis the count expires
+  // `ttl` after its last change, a safety net for slots that a crashed
+  // instance never gave back; the embedded KV keeps counts in memory only
+  // (they die with the requests they count) and ignores ttl. Slot keys are
+  // only for acquire_slot/release_slot.
+  virtual boost::asio::awaitable<Result<SlotResult>> acquire_slot(std::string key, std::int64_t limit, Ms ttl) = 0;
+  // Gives one slot back (never below zero); returns the slots still taken.
+  virtual boost::asio::awaitable<Result<std::int64_t>> release_slot(std::string key, Ms ttl) = 0;
   // Round trip to the backend (status page latency).
   virtual boost::asio::awaitable<Result<void>> ping() = 0;
   // Persist what is pending (embedded) / close connections (Redis). Blocking;

@@ -296,6 +296,82 @@ TYPED_TEST(KvSuite, TokenBucketsAreIndependentPerKey) {
   EXPECT_TRUE(this->await(this->kv().take_tokens(this->key("b2"), 1, 1, 1)).value().allowed);
 }
 
+TYPED_TEST(KvSuite, DebitBucketGoesIntoDebtAndRefusesUntilRepaid) {
+  auto k = this->key("debit");
+  // A fresh bucket is full: a read (cost 0) is allowed and leaves it full.
+  auto fresh = this->await(this->kv().debit_tokens(k, 100, 100, 0));
+  ASSERT_TRUE(fresh) << fresh.error().message;
+  EXPECT_TRUE(fresh->allowed);
+  EXPECT_NEAR(fresh->remaining, 100, 1);
+  // A debit larger than what is left is taken anyway: the bucket owes 50.
+  auto debt = this->await(this->kv().debit_tokens(k, 100, 100, 150)).value();
+  EXPECT_FALSE(debt.allowed);
+  EXPECT_NEAR(debt.remaining, -50, 5);
+  // 100 tokens/s: about 500 ms until it is positive again, 1.5 s until full.
+  EXPECT_GT(debt.retry_after, 400ms);
+  EXPECT_LE(debt.retry_after, 510ms);
+  EXPECT_GT(debt.reset_after, 1400ms);
+  EXPECT_LE(debt.reset_after, 1500ms);
+  auto read = this->await(this->kv().debit_tokens(k, 100, 100, 0)).value();
+  EXPECT_FALSE(read.allowed);
+  EXPECT_LT(read.remaining, 0);
+}
+
+TYPED_TEST(KvSuite, DebitBucketRefills) {
+  auto k = this->key("debit-refill");
+  // 20 tokens/s; empty it exactly: 0 left is refused.
+  auto empty = this->await(this->kv().debit_tokens(k, 2, 20, 2)).value();
+  EXPECT_FALSE(empty.allowed);
+  std::this_thread::sleep_for(120ms);
+  auto r = this->await(this->kv().debit_tokens(k, 2, 20, 0)).value();
+  EXPECT_TRUE(r.allowed);
+  EXPECT_GT(r.remaining, 1.5);
+}
+
+TYPED_TEST(KvSuite, DebitRejectsBadArguments) {
+  auto r = this->await(this->kv().debit_tokens(this->key("bad"), 0, 1, 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "kv_error");
+  EXPECT_EQ(this->await(this->kv().get(this->key("bad"))).value(), std::nullopt);
+}
+
+TYPED_TEST(KvSuite, SlotsCountUpToTheLimitAndBack) {
+  auto k = this->key("slots");
+  auto a = this->await(this->kv().acquire_slot(k, 2, 60'000ms));
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_TRUE(a->acquired);
+  EXPECT_EQ(a->in_use, 1);
+  EXPECT_TRUE(this->await(this->kv().acquire_slot(k, 2, 60'000ms)).value().acquired);
+  auto full = this->await(this->kv().acquire_slot(k, 2, 60'000ms)).value();
+  EXPECT_FALSE(full.acquired);
+  EXPECT_EQ(full.in_use, 2);  // a refusal takes nothing
+  EXPECT_EQ(this->await(this->kv().release_slot(k, 60'000ms)).value(), 1);
+  EXPECT_TRUE(this->await(this->kv().acquire_slot(k, 2, 60'000ms)).value().acquired);
+  EXPECT_EQ(this->await(this->kv().release_slot(k, 60'000ms)).value(), 1);
+  EXPECT_EQ(this->await(this->kv().release_slot(k, 60'000ms)).value(), 0);
+  // Never below zero.
+  EXPECT_EQ(this->await(this->kv().release_slot(k, 60'000ms)).value(), 0);
+  EXPECT_EQ(this->await(this->kv().acquire_slot(k, 1, 60'000ms)).value().in_use, 1);
+  EXPECT_FALSE(this->await(this->kv().acquire_slot(k, 0, 60'000ms)));
+}
+
+TYPED_TEST(KvSuite, ConcurrentAcquiresNeverExceedTheLimit) {
+  auto k = this->key("slot-race");
+  std::vector<std::future<Result<SlotResult>>> results;
+  for (int i = 0; i < 40; ++i) {
+    results.push_back(boost::asio::co_spawn(this->io_.context(), this->kv().acquire_slot(k, 5, 60'000ms),
+                                            boost::asio::use_future));
+  }
+  int acquired = 0;
+  for (auto& f : results) {
+    auto r = f.get();
+    ASSERT_TRUE(r) << r.error().message;
+    if (r->acquired) ++acquired;
+    EXPECT_LE(r->in_use, 5);
+  }
+  EXPECT_EQ(acquired, 5);
+}
+
 TYPED_TEST(KvSuite, Ping) {
   auto r = this->await(this->kv().ping());
   EXPECT_TRUE(r) << r.error().message;
