@@ -5,6 +5,7 @@
 // tool results, and the faults /fail 500, /fail 429, /slow, /cut and an
 // upstream that is down.
 #include "harness.hpp"
+#include "mock_upstream.hpp"
 
 #include "alou/core/metrics.hpp"
 #include "alou/http/exchange.hpp"
@@ -75,44 +76,10 @@ class Recorder final : public alou::http::Filter {
   std::string body_;
 };
 
-struct Upstream {
-  net::io_context ioc;
-  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ioc);
-  metrics::Registry registry;
+// The mock upstream, with a Recorder in front.
+struct Upstream : MockUpstream {
   std::shared_ptr<Recorder> recorder = std::make_shared<Recorder>();
-  std::unique_ptr<alou::http::Server> server;
-  std::thread thread;
-
-  bool start() {
-    alou::http::Router router;
-    mock::add_upstream_routes(router);
-    ServerSettings ss;
-    ss.listen = "127.0.0.1:0";
-    ss.shutdown_timeout_ms = 1000;
-    std::vector<std::shared_ptr<alou::http::Filter>> filters{recorder};
-    auto created = alou::http::Server::create(ioc, ss, std::move(router), std::move(filters), registry);
-    if (!created) {
-      ADD_FAILURE() << "mock upstream: " << created.error().message;
-      return false;
-    }
-    server = std::move(*created);
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-    return true;
-  }
-
-  void stop() {
-    if (!server) return;
-    auto done = net::co_spawn(ioc, server->shutdown(std::chrono::milliseconds(1000)), net::use_future);
-    done.wait();
-    work.reset();
-    ioc.stop();
-    if (thread.joinable()) thread.join();
-    server.reset();
-  }
-
-  std::uint16_t port() const { return server->endpoint().port(); }
-  double in_flight() { return registry.gauge("alou_http_requests_in_flight", "").value(); }
+  bool start() { return MockUpstream::start(recorder); }
 };
 
 // One provider kind under test: the model routed to it and its provider name.

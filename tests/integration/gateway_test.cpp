@@ -4,6 +4,7 @@
 // fallbacks, mid-stream failures, client disconnects and the OpenAI error
 // shapes of DESIGN.md ("Contract").
 #include "harness.hpp"
+#include "mock_upstream.hpp"
 
 #include "alou/auth/keys.hpp"
 #include "alou/core/metrics.hpp"
@@ -42,45 +43,10 @@ class CountingFilter final : public alou::http::Filter {
   std::atomic<int> chats{0};
 };
 
-// The mock upstream: its own io_context, thread and metrics registry.
-struct Upstream {
-  net::io_context ioc;
-  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ioc);
-  metrics::Registry registry;
+// The mock upstream, with a CountingFilter in front.
+struct Upstream : MockUpstream {
   std::shared_ptr<CountingFilter> counter = std::make_shared<CountingFilter>();
-  std::unique_ptr<alou::http::Server> server;
-  std::thread thread;
-
-  bool start() {
-    alou::http::Router router;
-    mock::add_upstream_routes(router);
-    ServerSettings ss;
-    ss.listen = "127.0.0.1:0";
-    ss.shutdown_timeout_ms = 1000;
-    std::vector<std::shared_ptr<alou::http::Filter>> filters{counter};
-    auto created = alou::http::Server::create(ioc, ss, std::move(router), std::move(filters), registry);
-    if (!created) {
-      ADD_FAILURE() << "mock upstream: " << created.error().message;
-      return false;
-    }
-    server = std::move(*created);
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-    return true;
-  }
-
-  void stop() {
-    if (!server) return;
-    auto done = net::co_spawn(ioc, server->shutdown(std::chrono::milliseconds(1000)), net::use_future);
-    done.wait();
-    work.reset();
-    ioc.stop();
-    if (thread.joinable()) thread.join();
-    server.reset();
-  }
-
-  std::uint16_t port() const { return server->endpoint().port(); }
-  double in_flight() { return registry.gauge("alou_http_requests_in_flight", "").value(); }
+  bool start() { return MockUpstream::start(counter); }
 };
 
 json chat_body(std::string_view model, std::string_view content, bool stream = false) {

@@ -3,6 +3,7 @@
 // provider without an environment key that works after its key is stored
 // and the server restarted, against a mock upstream over real sockets.
 #include "harness.hpp"
+#include "mock_upstream.hpp"
 
 #include "alou/core/log.hpp"
 #include "alou/core/metrics.hpp"
@@ -46,41 +47,10 @@ class AuthRecorder final : public alou::http::Filter {
   std::vector<std::string> seen;
 };
 
-// The mock upstream (any key is accepted) on its own io_context and thread.
-struct Upstream {
-  net::io_context ioc;
-  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ioc);
-  metrics::Registry registry;
+// The mock upstream, with a AuthRecorder in front.
+struct Upstream : MockUpstream {
   std::shared_ptr<AuthRecorder> recorder = std::make_shared<AuthRecorder>();
-  std::unique_ptr<alou::http::Server> server;
-  std::thread thread;
-
-  bool start() {
-    alou::http::Router router;
-    mock::add_upstream_routes(router);
-    ServerSettings ss;
-    ss.listen = "127.0.0.1:0";
-    ss.shutdown_timeout_ms = 1000;
-    std::vector<std::shared_ptr<alou::http::Filter>> filters{recorder};
-    auto created = alou::http::Server::create(ioc, ss, std::move(router), std::move(filters), registry);
-    if (!created) {
-      ADD_FAILURE() << created.error().message;
-      return false;
-    }
-    server = std::move(*created);
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-    return true;
-  }
-  void stop() {
-    if (!server) return;
-    auto done = net::co_spawn(ioc, server->shutdown(std::chrono::milliseconds(1000)), net::use_future);
-    done.wait();
-    work.reset();
-    ioc.stop();
-    if (thread.joinable()) thread.join();
-    server.reset();
-  }
+  bool start() { return MockUpstream::start(recorder); }
 };
 
 json parse(const std::string& s) { return json::parse(s, nullptr, false); }
@@ -110,7 +80,7 @@ class ProviderKeysTest : public AppTest {
     ::unsetenv("ALOU_MASTER_KEY");
   }
   void configure(Settings& s) override {
-    const std::string up = "http://127.0.0.1:" + std::to_string(upstream_.server->endpoint().port()) + "/v1";
+    const std::string up = "http://127.0.0.1:" + std::to_string(upstream_.port()) + "/v1";
     s.providers = {
         ProviderSettings{.name = "mock", .kind = "mock", .base_url = {}, .api_key_env = {}, .extra = {}},
         ProviderSettings{.name = "keyed", .kind = "openai", .base_url = up, .api_key_env = kKeyEnv, .extra = {}},
