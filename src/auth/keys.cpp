@@ -48,7 +48,7 @@ void bind_opt(SQLite::Statement& st, int i, const std::optional<std::int64_t>& v
 }
 
 constexpr const char* kColumns =
-    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms";
+    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms, tools";
 
 ApiKey row_to_key(SQLite::Statement& st) {
   ApiKey k;
@@ -62,6 +62,7 @@ ApiKey row_to_key(SQLite::Statement& st) {
   k.budget_nanos = opt_int(st.getColumn(7));
   k.created_at_ms = st.getColumn(8).getInt64();
   k.revoked_at_ms = opt_int(st.getColumn(9));
+  k.tools = split(st.getColumn(10).getString());
   return k;
 }
 
@@ -73,6 +74,18 @@ bool valid_name(std::string_view name) {
     if (!ok) return false;
   }
   return true;
+}
+
+// An exposed tool name (^[a-zA-Z0-9_-]{1,64}$, as the MCP module exposes
+// them) or "<server>__*".
+bool valid_tool_entry(std::string_view t) {
+  if (t.ends_with("__*")) t.remove_suffix(1);
+  if (t.empty() || t.size() > 64) return false;
+  for (const char c : t) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return t.find_first_not_of('_') != std::string_view::npos;
 }
 
 }  // namespace
@@ -104,6 +117,7 @@ Principal principal_of(const ApiKey& key) {
   p.rpm = key.rpm;
   p.tpm = key.tpm;
   p.budget_nanos = key.budget_nanos;
+  p.tools = key.tools;
   return p;
 }
 
@@ -120,6 +134,12 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
     return Error::bad_request("rpm and tpm must be positive", "invalid_limit");
   }
   if (nk.budget_nanos && *nk.budget_nanos < 0) return Error::bad_request("budget must not be negative", "invalid_budget");
+  for (const auto& t : nk.tools) {
+    if (!valid_tool_entry(t)) {
+      return Error::bad_request("tool \"" + t + "\" is neither a tool name ([a-zA-Z0-9_-], at most 64) nor SERVER__*",
+                                "invalid_tools");
+    }
+  }
   ApiKey k;
   const std::string secret = std::string(kKeyPrefix) + random_alnum(40);
   k.id = "key_" + random_alnum(16);
@@ -130,6 +150,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
   k.rpm = nk.rpm;
   k.tpm = nk.tpm;
   k.budget_nanos = nk.budget_nanos;
+  k.tools = nk.tools;
   k.created_at_ms = now_ms();
   const std::string hash = hash_secret(secret);
   try {
@@ -139,7 +160,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       if (exists.executeStep()) return false;
       SQLite::Statement st(c,
                            "INSERT INTO api_keys (id, name, secret_hash, prefix, role, models, rpm, tpm, "
-                           "budget_nanos, created_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?)");
+                           "budget_nanos, created_at_ms, tools) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
       st.bind(1, k.id);
       st.bind(2, k.name);
       st.bind(3, hash);
@@ -150,6 +171,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       bind_opt(st, 8, k.tpm);
       bind_opt(st, 9, k.budget_nanos);
       st.bind(10, k.created_at_ms);
+      st.bind(11, join(k.tools));
       st.exec();
       return true;
     });
@@ -252,7 +274,7 @@ boost::asio::awaitable<std::optional<Principal>> KeyStore::authenticate(std::str
       if (!st.executeStep()) return std::nullopt;
       // The index lookup found the row; the stored hash is still compared
       // in constant time so no timing depends on how much of it matched.
-      if (!constant_time_equal(st.getColumn(10).getString(), hash)) return std::nullopt;
+      if (!constant_time_equal(st.getColumn(11).getString(), hash)) return std::nullopt;
       ApiKey k = row_to_key(st);
       if (k.revoked_at_ms) return std::nullopt;
       return principal_of(k);
