@@ -61,7 +61,8 @@ class AllowList : public AppTest {
     const Res r = get("/api/tools", bearer(key));
     EXPECT_EQ(r.result_int(), 200) << r.body();
     std::vector<std::string> names;
-    for (const auto& t : body_json(r)["tools"]) names.push_back(t["name"]);
+    const json b = body_json(r);  // named: a range-for over a temporary's member dangles
+    for (const auto& t : b["tools"]) names.push_back(t["name"]);
     return names;
   }
 
