@@ -35,7 +35,7 @@ constexpr const char* kUsage = R"(usage: alou <command> [options]
 commands:
   serve    [--config FILE] [--listen HOST:PORT] [--data-dir DIR]   run the gateway
   migrate  [--config FILE]                                         apply database migrations and exit
-  keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] [--concurrency N] [--budget USD]
+  keys create --name NAME [--role owner|member] [--models m1,m2] [--tools t1,server__*] [--rpm N] [--tpm N] [--concurrency N] [--budget USD]
   keys list
   keys revoke ID_OR_NAME
   credit ACCOUNT USD [--memo TEXT]                                 add credit (ACCOUNT: key id or name, wallet address)
@@ -234,14 +234,14 @@ int cmd_keys(const Args& a) {
   const std::string sub = a.positional.empty() ? "" : a.positional[0];
   if (a.help || sub.empty()) {
     std::puts(
-        "usage: alou keys create --name NAME [--role owner|member] [--models m1,m2] [--rpm N] [--tpm N] "
-        "[--concurrency N] [--budget USD] [--credit USD]\n"
+        "usage: alou keys create --name NAME [--role owner|member] [--models m1,m2] [--tools t1,server__*] "
+        "[--rpm N] [--tpm N] [--concurrency N] [--budget USD] [--credit USD]\n"
         "       alou keys list\n"
         "       alou keys revoke ID_OR_NAME\n\n"
         "create prints the new key (sk-alou-...) once, alone on its line on stdout.");
     return sub.empty() && !a.help ? 2 : 0;
   }
-  if (auto r = only_flags(a, {"config", "data-dir", "name", "role", "models", "rpm", "tpm", "concurrency", "budget", "credit"}); !r) {
+  if (auto r = only_flags(a, {"config", "data-dir", "name", "role", "models", "tools", "rpm", "tpm", "concurrency", "budget", "credit"}); !r) {
     return fail(r.error().message, 2);
   }
   auto s = settings_for(a);
@@ -261,11 +261,13 @@ int cmd_keys(const Args& a) {
       if (r->second != "owner" && r->second != "member") return fail("--role must be owner or member", 2);
       nk.role = r->second == "owner" ? Role::kOwner : Role::kMember;
     }
-    if (auto m = a.flags.find("models"); m != a.flags.end()) {
+    for (auto [flag, target] : {std::pair{"models", &nk.models}, std::pair{"tools", &nk.tools}}) {
+      const auto m = a.flags.find(flag);
+      if (m == a.flags.end()) continue;
       std::string item;
       for (const char c : m->second + ",") {
         if (c == ',') {
-          if (!item.empty()) nk.models.push_back(item);
+          if (!item.empty()) target->push_back(item);
           item.clear();
         } else {
           item.push_back(c);
@@ -318,15 +320,19 @@ int cmd_keys(const Args& a) {
   if (sub == "list") {
     auto list = keys.list();
     if (!list) return fail(list.error().message);
-    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM",
-                "CONC", "MODELS", "STATE");
+    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %-8s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM",
+                "CONC", "MODELS", "STATE", "TOOLS");
+    const auto joined = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const auto& m : v) out += (out.empty() ? "" : ",") + m;
+      return out.empty() ? std::string("*") : out;
+    };
     for (const auto& k : *list) {
-      std::string models;
-      for (const auto& m : k.models) models += (models.empty() ? "" : ",") + m;
-      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %s\n", k.id.c_str(), k.name.c_str(),
+      // TOOLS last: a long allow-list does not shift the other columns.
+      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %-8s %s\n", k.id.c_str(), k.name.c_str(),
                   k.prefix.c_str(), role_name(k.role), fmt_opt(k.rpm).c_str(), fmt_opt(k.tpm).c_str(),
-                  fmt_opt(k.max_concurrency).c_str(),
-                  models.empty() ? "*" : models.c_str(), k.revoked_at_ms ? "revoked" : "active");
+                  fmt_opt(k.max_concurrency).c_str(), joined(k.models).c_str(), k.revoked_at_ms ? "revoked" : "active",
+                  joined(k.tools).c_str());
     }
     return 0;
   }

@@ -55,7 +55,11 @@ class AuthFilter final : public http::Filter {
     }
     if (credential.size() > 4096) co_return ex.error(Error::unauthorized("invalid credentials", "invalid_api_key"));
     for (const auto& r : resolvers_) {
-      if (auto p = co_await r->resolve(credential)) {
+      // Assigned, not declared in the if: GCC 12 coroutines mis-handle a
+      // condition variable initialised by co_await.
+      std::optional<Principal> p;
+      p = co_await r->resolve(credential);
+      if (p) {
         ex.principal = std::move(*p);
         break;
       }

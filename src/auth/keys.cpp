@@ -48,7 +48,8 @@ void bind_opt(SQLite::Statement& st, int i, const std::optional<std::int64_t>& v
 }
 
 constexpr const char* kColumns =
-    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms, max_concurrency";
+    "id, name, prefix, role, models, rpm, tpm, budget_nanos, created_at_ms, revoked_at_ms, max_concurrency, tools";
+constexpr int kColumnCount = 12;  // the index of the first column selected after kColumns
 
 ApiKey row_to_key(SQLite::Statement& st) {
   ApiKey k;
@@ -63,6 +64,7 @@ ApiKey row_to_key(SQLite::Statement& st) {
   k.created_at_ms = st.getColumn(8).getInt64();
   k.revoked_at_ms = opt_int(st.getColumn(9));
   k.max_concurrency = opt_int(st.getColumn(10));
+  k.tools = split(st.getColumn(11).getString());
   return k;
 }
 
@@ -74,6 +76,18 @@ bool valid_name(std::string_view name) {
     if (!ok) return false;
   }
   return true;
+}
+
+// An exposed tool name (^[a-zA-Z0-9_-]{1,64}$, as the MCP module exposes
+// them) or "<server>__*".
+bool valid_tool_entry(std::string_view t) {
+  if (t.ends_with("__*")) t.remove_suffix(1);
+  if (t.empty() || t.size() > 64) return false;
+  for (const char c : t) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return t.find_first_not_of('_') != std::string_view::npos;
 }
 
 }  // namespace
@@ -106,6 +120,7 @@ Principal principal_of(const ApiKey& key) {
   p.tpm = key.tpm;
   p.max_concurrency = key.max_concurrency;
   p.budget_nanos = key.budget_nanos;
+  p.tools = key.tools;
   return p;
 }
 
@@ -122,6 +137,12 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
     return Error::bad_request("rpm, tpm and concurrency must be positive", "invalid_limit");
   }
   if (nk.budget_nanos && *nk.budget_nanos < 0) return Error::bad_request("budget must not be negative", "invalid_budget");
+  for (const auto& t : nk.tools) {
+    if (!valid_tool_entry(t)) {
+      return Error::bad_request("tool \"" + t + "\" is neither a tool name ([a-zA-Z0-9_-], at most 64) nor SERVER__*",
+                                "invalid_tools");
+    }
+  }
   ApiKey k;
   const std::string secret = std::string(kKeyPrefix) + random_alnum(40);
   k.id = "key_" + random_alnum(16);
@@ -133,6 +154,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
   k.tpm = nk.tpm;
   k.max_concurrency = nk.max_concurrency;
   k.budget_nanos = nk.budget_nanos;
+  k.tools = nk.tools;
   k.created_at_ms = now_ms();
   const std::string hash = hash_secret(secret);
   try {
@@ -142,7 +164,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       if (exists.executeStep()) return false;
       SQLite::Statement st(c,
                            "INSERT INTO api_keys (id, name, secret_hash, prefix, role, models, rpm, tpm, "
-                           "budget_nanos, created_at_ms, max_concurrency) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+                           "budget_nanos, created_at_ms, max_concurrency, tools) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
       st.bind(1, k.id);
       st.bind(2, k.name);
       st.bind(3, hash);
@@ -154,6 +176,7 @@ Result<std::pair<ApiKey, std::string>> KeyStore::create(const NewKey& nk) {
       bind_opt(st, 9, k.budget_nanos);
       st.bind(10, k.created_at_ms);
       bind_opt(st, 11, k.max_concurrency);
+      st.bind(12, join(k.tools));
       st.exec();
       return true;
     });
@@ -250,19 +273,24 @@ boost::asio::awaitable<std::optional<Principal>> KeyStore::authenticate(std::str
   }
   std::optional<Principal> result;
   try {
-    auto lookup = [hash](SQLite::Database& c) -> std::optional<Principal> {
+    // Returns a Principal with an empty id when there is no such live key:
+    // GCC 12 mis-handles a std::optional<Principal> (a class with vectors)
+    // carried back through the database thread's awaitable (UBSan saw its
+    // engaged flag uninitialised), so the optional is made here instead.
+    auto lookup = [hash](SQLite::Database& c) -> Principal {
       SQLite::Statement st(c, std::string("SELECT ") + kColumns + ", secret_hash FROM api_keys WHERE secret_hash = ?");
       st.bind(1, hash);
-      if (!st.executeStep()) return std::nullopt;
+      if (!st.executeStep()) return {};
       // The index lookup found the row; the stored hash is still compared
       // in constant time so no timing depends on how much of it matched.
-      if (!constant_time_equal(st.getColumn(11).getString(), hash)) return std::nullopt;
+      if (!constant_time_equal(st.getColumn(kColumnCount).getString(), hash)) return {};
       ApiKey k = row_to_key(st);
-      if (k.revoked_at_ms) return std::nullopt;
+      if (k.revoked_at_ms) return {};
       return principal_of(k);
     };
     // Named first: GCC 12 destroys lambda temporaries in co_await twice.
-    result = co_await db_.run(std::move(lookup));
+    Principal found = co_await db_.run(std::move(lookup));
+    if (!found.id.empty()) result = std::move(found);
   } catch (const std::exception&) {
     co_return std::nullopt;
   }

@@ -146,11 +146,13 @@ class ServiceImpl final : public Service, public ToolCatalogue {
   ToolCatalogue& catalogue() override { return *this; }
 
   // --- ToolCatalogue ---
-  std::vector<ToolInfo> list_tools(const Principal*) const override {
+  std::vector<ToolInfo> list_tools(const Principal* who) const override {
     auto snap = snapshot();
     std::vector<ToolInfo> out;
     out.reserve(snap->tools.size());
-    for (const auto& e : snap->tools) out.push_back(e.info);
+    for (const auto& e : snap->tools) {
+      if (!who || who->may_use_tool(e.info.name)) out.push_back(e.info);
+    }
     return out;
   }
 
@@ -161,7 +163,12 @@ class ServiceImpl final : public Service, public ToolCatalogue {
     return snap->tools[it->second].info;
   }
 
-  net::awaitable<Result<json>> call_tool(std::string name, json arguments, const Principal*) override {
+  net::awaitable<Result<json>> call_tool(std::string name, json arguments, const Principal* who) override {
+    // Before the lookup: a key gets the same answer for a tool outside its
+    // list whether or not the tool exists.
+    if (who && !who->may_use_tool(name)) {
+      co_return Error::forbidden("this key may not use the tool \"" + name + "\"", "tool_not_allowed");
+    }
     auto snap = snapshot();
     auto it = snap->index.find(name);
     if (it == snap->index.end()) co_return Error::not_found("no tool named \"" + name + "\"", "tool_not_found");
@@ -545,6 +552,10 @@ class ServiceImpl final : public Service, public ToolCatalogue {
                                   ex.principal ? &*ex.principal : nullptr);
       if (r) co_return make_result(m.id, std::move(*r));
       if (r.error().code == "tool_not_found") co_return make_error(m.id, kInvalidParams, "Unknown tool: " + name);
+      if (r.error().code == "tool_not_allowed") {
+        co_return make_error(m.id, kInvalidParams, "Tool not allowed for this key: " + name,
+                             json{{"code", "tool_not_allowed"}});
+      }
       // Input validation and execution failures are tool results the model
       // can read and act on (MCP 2025-11-25, Tools: error handling).
       co_return make_result(m.id, text_result(r.error().message, true));

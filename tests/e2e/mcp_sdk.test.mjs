@@ -150,6 +150,32 @@ url = "http://127.0.0.1:${upstreamPort}/mcp"
     await assert.rejects(() => connect('sk-alou-not-a-real-key-00000000000000000000'));
   });
 
+  test('a key with a tool allow-list sees and calls only those tools', async () => {
+    const key = await gw.createKey({ name: 'tools-e2e', tools: ['everything__echo', 'remote__*'] });
+    const listed = await gw.cli('keys', 'list');
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /tools-e2e .* everything__echo,remote__\*/);
+    const { client } = await connect(key);
+    const names = await allTools(client);
+    assert.ok(names.includes('everything__echo'), names.join(','));
+    assert.ok(names.includes('remote__get-sum'), names.join(','));
+    assert.ok(names.every((n) => n === 'everything__echo' || n.startsWith('remote__')), names.join(','));
+    const ok = await client.callTool({ name: 'everything__echo', arguments: { message: 'allowed' } });
+    assert.equal(ok.content[0].text, 'Echo: allowed');
+    await assert.rejects(
+      () => client.callTool({ name: 'everything__get-sum', arguments: { a: 1, b: 2 } }),
+      (e) => e instanceof McpError && e.code === -32602 && /not allowed/.test(e.message),
+    );
+    await client.close();
+    const rest = await fetch(`${gw.url}/api/tools/everything__get-sum/call`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ arguments: { a: 1, b: 2 } }),
+    });
+    assert.equal(rest.status, 403);
+    assert.equal((await rest.json()).error.code, 'tool_not_allowed');
+  });
+
   test('prompts and resources are proxied', async () => {
     const { client } = await connect();
     const prompts = await client.listPrompts();

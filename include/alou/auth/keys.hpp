@@ -39,6 +39,7 @@ struct ApiKey {
   std::optional<std::int64_t> tpm;
   std::optional<std::int64_t> max_concurrency;
   std::optional<std::int64_t> budget_nanos;
+  std::vector<std::string> tools;  // tool allow-list (names, "<server>__*"); empty: every tool
   std::int64_t created_at_ms = 0;
   std::optional<std::int64_t> revoked_at_ms;
 };
@@ -51,6 +52,7 @@ struct NewKey {
   std::optional<std::int64_t> tpm;
   std::optional<std::int64_t> max_concurrency;
   std::optional<std::int64_t> budget_nanos;
+  std::vector<std::string> tools;  // see ApiKey::tools
 };
 
 // Hex SHA-256 of a secret.
@@ -63,7 +65,8 @@ class KeyStore final {
  public:
   KeyStore(storage::Database& db, std::chrono::milliseconds cache_ttl, std::optional<std::string> admin_key);
 
-  // Blocking (CLI and admin). Errors: 400 bad input, 409 name taken, 404.
+  // Blocking (CLI and admin). Errors: 400 bad input (invalid_name, invalid_limit,
+  // invalid_budget, invalid_tools), 409 name taken, 404.
   Result<std::pair<ApiKey, std::string>> create(const NewKey& key);
   Result<std::vector<ApiKey>> list();
   // By id or name; revoking twice is a 409.

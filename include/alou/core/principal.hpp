@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace alou {
@@ -20,12 +21,27 @@ struct Principal {
   std::optional<std::int64_t> tpm;      // tokens per minute
   std::optional<std::int64_t> max_concurrency;  // requests in flight at once
   std::optional<std::int64_t> budget_nanos;
+  // Tools this principal may see and call (empty: every tool): exposed tool
+  // names ("everything__echo") or "<server>__*" for every tool of a server.
+  std::vector<std::string> tools;
 
   bool is_owner() const { return role == Role::kOwner; }
   bool may_use_model(std::string_view model) const {
     if (models.empty()) return true;
     for (const auto& m : models) {
       if (m == model) return true;
+    }
+    return false;
+  }
+  bool may_use_tool(std::string_view tool) const {
+    if (tools.empty()) return true;
+    for (const std::string_view t : tools) {
+      if (t == tool) return true;
+      // "<server>__*": every tool whose name starts with "<server>__".
+      if (t.size() > 3 && t.ends_with("__*") && tool.size() > t.size() - 1 &&
+          tool.starts_with(t.substr(0, t.size() - 1))) {
+        return true;
+      }
     }
     return false;
   }

@@ -46,7 +46,8 @@ class ToolCatalogue {
  public:
   virtual ~ToolCatalogue() = default;
 
-  // Every tool `who` may use (every tool when null), in catalogue order:
+  // Every tool `who` may use (Principal::may_use_tool; every tool when
+  // null), in catalogue order:
   // configured servers in config order, then registered tools.
   virtual std::vector<ToolInfo> list_tools(const Principal* who) const = 0;
   virtual std::optional<ToolInfo> find_tool(std::string_view name) const = 0;
@@ -56,7 +57,9 @@ class ToolCatalogue {
   // structuredContent?}); a tool that ran and failed (the server said
   // isError, a command exited non-zero or was killed) is a result with
   // isError: true, not an Error.
-  // Errors: 404 tool_not_found; 400 invalid_arguments (the message lists
+  // Errors: 403 tool_not_allowed (`who` is not null and its allow-list,
+  // Principal::tools, leaves the name out; checked first, so it does not
+  // tell whether the tool exists); 404 tool_not_found; 400 invalid_arguments (the message lists
   // every problem); 503 mcp_server_unavailable (not connected, restarting,
   // or it died during the call); 504 tool_timeout; 502 mcp_upstream_error
   // (the server answered with a JSON-RPC error).

@@ -235,9 +235,10 @@ export async function startGateway({ extraToml = '' } = {}) {
     serve: null,
 
     /** `alou keys create`; returns the printed key. */
-    async createKey({ name, role = 'member', models, rpm, credit } = {}) {
+    async createKey({ name, role = 'member', models, tools, rpm, credit } = {}) {
       const args = ['keys', 'create', '--name', name, '--role', role];
       if (models) args.push('--models', models.join(','));
+      if (tools) args.push('--tools', tools.join(','));
       if (rpm !== undefined) args.push('--rpm', String(rpm));
       if (credit !== undefined) args.push('--credit', String(credit));
       args.push('--config', configPath);
