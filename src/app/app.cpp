@@ -94,7 +94,8 @@ class AppImpl final : public App {
     auto stored_keys = provider_keys_->load_blocking();
     if (!stored_keys) return stored_keys.error();
 
-    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, meter_.get(), *stored_keys);
+    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, meter_.get(), *stored_keys,
+                                             kv_.get());
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
 

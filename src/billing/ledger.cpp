@@ -220,7 +220,25 @@ Result<std::int64_t> Ledger::commit_sync(Batch batch) {
 // The group commit: everything queued goes into one transaction. Runs on
 // the database thread (posted by submit), until the queue is empty.
 void Ledger::flush(SQLite::Database& c) {
-  {
+  try {
+    // Prepared once per run of the writer, which goes on while commits keep
+    // arriving: parsing SQL is not paid per group.
+    SQLite::Statement ins(c,
+                          "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
+                          " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    SQLite::Statement usage(c,
+                            "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
+                            " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    SQLite::Statement event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)");
+    SQLite::Statement hold_ins(c,
+                               "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
+                               " created_at_ms) VALUES (?,?,?,?,?,?)");
+    SQLite::Statement hold_del(c, "DELETE FROM ledger_holds WHERE id = ?");
+    SQLite::Statement bal(c,
+                          "INSERT INTO ledger_balances (account, balance_nanos, last_seq) VALUES (?,?,?)"
+                          " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
+                          " excluded.balance_nanos, last_seq = excluded.last_seq");
     for (;;) {
       std::vector<Pending> group;
       {
@@ -239,6 +257,8 @@ void Ledger::flush(SQLite::Database& c) {
       std::map<std::string, std::int64_t> foreign;  // balances changed by another writer
       std::string failure;
       try {
+        // A failed group may have left a statement mid-step.
+        for (auto* st : {&ins, &usage, &event, &hold_ins, &hold_del, &bal}) st->tryReset();
         SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
         {
           std::lock_guard lock(mu_);
@@ -249,18 +269,6 @@ void Ledger::flush(SQLite::Database& c) {
         // Another process (`alou credit`) may have appended since: chain
         // onto the real tip and learn its balance changes.
         read_foreign(c, seq, hash, foreign);
-        SQLite::Statement ins(c,
-                              "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
-                              " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-        SQLite::Statement usage(c,
-                                "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
-                                " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
-                                " VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-        SQLite::Statement event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)");
-        SQLite::Statement hold_ins(c,
-                                   "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
-                                   " created_at_ms) VALUES (?,?,?,?,?,?)");
-        SQLite::Statement hold_del(c, "DELETE FROM ledger_holds WHERE id = ?");
         const auto ts = now_ms();
         for (std::size_t i = 0; i < group.size(); ++i) {
           auto& b = group[i].batch;
@@ -337,10 +345,6 @@ void Ledger::flush(SQLite::Database& c) {
           }
         }
         if (!deltas.empty()) {
-          SQLite::Statement bal(c,
-                                "INSERT INTO ledger_balances (account, balance_nanos, last_seq) VALUES (?,?,?)"
-                                " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
-                                " excluded.balance_nanos, last_seq = excluded.last_seq");
           for (const auto& [account, delta] : deltas) {
             bal.bind(1, account);
             bal.bind(2, delta);
@@ -384,6 +388,16 @@ void Ledger::flush(SQLite::Database& c) {
         group[i].done(Result<std::int64_t>(boost::system::in_place_value, last_seq[i]));
       }
     }
+  } catch (const std::exception& e) {
+    // Preparing failed (the database is unusable): fail what is queued.
+    spdlog::error("ledger: the writer cannot prepare its statements: {}", e.what());
+    std::vector<Pending> group;
+    {
+      std::lock_guard lock(mu_);
+      group.swap(queue_);
+      flushing_ = false;
+    }
+    for (auto& p : group) p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
   }
 }
 

@@ -1,6 +1,7 @@
 #include "alou/gateway/gateway.hpp"
 
 #include "alou/core/metrics.hpp"
+#include "alou/gateway/idempotency.hpp"
 #include "alou/gateway/provider.hpp"
 #include "alou/gateway/usage_scan.hpp"
 #include "alou/http/client.hpp"
@@ -18,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include <functional>
+#include <optional>
 #include <mutex>
 #include <atomic>
 #include <deque>
@@ -187,11 +189,35 @@ struct StreamBill {
 // Random in [0, n), from libsodium (thread-safe, no shared engine state).
 std::uint32_t uniform(std::uint32_t n) { return n == 0 ? 0 : randombytes_uniform(n); }
 
+// Forwards to the client's writer and tapes what was sent, for an
+// Idempotency-Key replay.
+class TapWriter final : public http::SseWriter {
+ public:
+  TapWriter(http::SseWriter& inner, IdempotencyClaim& claim) : inner_(inner), claim_(claim) {}
+  net::awaitable<bool> send(const http::SseEvent& ev) override {
+    std::string text = http::encode_sse(ev);
+    const bool ok = co_await inner_.send_raw(text);
+    if (ok) claim_.tape(text);
+    co_return ok;
+  }
+  net::awaitable<bool> send_raw(std::string_view raw) override {
+    const bool ok = co_await inner_.send_raw(raw);
+    if (ok) claim_.tape(raw);
+    co_return ok;
+  }
+  bool closed() const override { return inner_.closed(); }
+
+ private:
+  http::SseWriter& inner_;
+  IdempotencyClaim& claim_;
+};
+
 class GatewayImpl final : public Gateway {
  public:
   GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, Meter* meter,
-              const std::map<std::string, std::string>& stored_keys)
+              const std::map<std::string, std::string>& stored_keys, storage::Kv* kv)
       : metrics_(m), meter_(meter ? meter : &free_meter_) {
+    if (kv) idempotency_.emplace(*kv, ex);
     http::ClientOptions opts;
     client_ = std::make_shared<http::Client>(ex, opts, &m);
     // The provider registry, filled here in one readable list.
@@ -446,13 +472,20 @@ class GatewayImpl final : public Gateway {
       }
     }
     const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, body, stream);
-    if (!hold) co_return ex.error(hold.error());
+    if (!hold) {
+      if (claim) co_await claim->abandon();
+      co_return ex.error(hold.error());
+    }
     if (!stream) {
-      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat);
+      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat, nullptr, claim.get());
       co_return res;
     }
-    auto res = co_await chat_streamed(ex, body, model, *targets, **hold);
+    auto res = co_await chat_streamed(ex, body, model, *targets, **hold, false, claim.get());
     co_return res;
   }
 
@@ -471,16 +504,23 @@ class GatewayImpl final : public Gateway {
     if (!targets) co_return ex.error(targets.error());
     const bool stream = (*body)["stream"].get<bool>();
     body->erase("stream");
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, *body, stream);
-    if (!hold) co_return ex.error(hold.error());
+    if (!hold) {
+      if (claim) co_await claim->abandon();
+      co_return ex.error(hold.error());
+    }
     if (!stream) {
       const Transform to_message = [&model](const std::string& completion) {
         return anthropic::to_anthropic_message(completion, model);
       };
-      auto res = co_await call_once(ex, *body, model, *targets, **hold, &Provider::chat, &to_message);
+      auto res = co_await call_once(ex, *body, model, *targets, **hold, &Provider::chat, &to_message, claim.get());
       co_return res;
     }
-    auto res = co_await chat_streamed(ex, *body, model, *targets, **hold, true);
+    auto res = co_await chat_streamed(ex, *body, model, *targets, **hold, true, claim.get());
     co_return res;
   }
 
@@ -550,9 +590,48 @@ class GatewayImpl final : public Gateway {
     const std::string model = body["model"].get<std::string>();
     auto targets = targets_for(ex, model);
     if (!targets) co_return ex.error(targets.error());
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, body, false, 1);
-    if (!hold) co_return ex.error(hold.error());
-    auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::embeddings);
+    if (!hold) {
+      if (claim) co_await claim->abandon();
+      co_return ex.error(hold.error());
+    }
+    auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::embeddings, nullptr, claim.get());
+    co_return res;
+  }
+
+  // Idempotency-Key: claims the key for this request (`claim` set), or
+  // answers at once with the first request's response (a replay, charged
+  // nothing) or an error. No header: nothing to do.
+  net::awaitable<std::optional<http::Response>> claim_idempotency_key(http::Exchange& ex,
+                                                                      std::shared_ptr<IdempotencyClaim>& claim) {
+    const auto header = ex.request()["Idempotency-Key"];
+    if (header.empty()) co_return std::nullopt;
+    const std::string key(header);
+    if (!Idempotency::valid_key(key)) {
+      co_return ex.error(
+          Error::bad_request("Idempotency-Key must be 1-255 visible ASCII characters", "invalid_idempotency_key"));
+    }
+    if (!idempotency_) co_return std::nullopt;
+    std::string scope = ex.principal ? ex.principal->id : std::string();
+    IdempotencyStart start;
+    start = co_await idempotency_->begin(std::move(scope), key, ex.path(), ex.request().body());
+    if (start.kind == IdempotencyStart::Kind::kClaimed) {
+      claim = std::move(start.claim);
+      co_return std::nullopt;
+    }
+    if (start.kind == IdempotencyStart::Kind::kError) {
+      auto res = ex.error(start.error);
+      if (start.error.status == 409) res.set(http::bhttp::field::retry_after, "1");
+      co_return res;
+    }
+    http::Response res{static_cast<http::Status>(start.status), ex.request().version()};
+    res.set(http::bhttp::field::content_type, start.content_type);
+    res.set("Idempotent-Replayed", "true");
+    res.body() = std::move(start.body);
     co_return res;
   }
 
@@ -563,7 +642,7 @@ class GatewayImpl final : public Gateway {
   // One buffered upstream call with retries and fallbacks (chat or embeddings).
   net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
                                            const std::vector<const Target*>& targets, Hold& hold, Call call,
-                                           const Transform* transform = nullptr) {
+                                           const Transform* transform = nullptr, IdempotencyClaim* claim = nullptr) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];
@@ -603,21 +682,24 @@ class GatewayImpl final : public Gateway {
           // Delivered only once the charge is durable.
           auto charged = co_await hold.settle(*usage, t.provider->name());
           if (!charged) co_return ex.error(charged.error());
-          if (transform) co_return ex.json(http::Status::ok, (*transform)(*r));
-          co_return ex.json(http::Status::ok, std::move(*r));
+          std::string out = transform ? (*transform)(*r) : std::move(*r);
+          // Kept before it is sent: a replay that follows finds it.
+          if (claim) co_await claim->complete(200, "application/json", out);
+          co_return ex.json(http::Status::ok, std::move(out));
         }
         last = r.error();
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) {
-          co_return failed(ex, hold, last);
-        }
+        if (!last.retryable) break;
       }
+      if (!last.retryable) break;
       if (ti + 1 < targets.size()) {
         fallbacks(model).inc();
       }
     }
+    // Nothing was charged: the key is free for a retry.
+    if (claim) co_await claim->abandon();
     co_return failed(ex, hold, last);
   }
 
@@ -675,7 +757,7 @@ class GatewayImpl final : public Gateway {
 
   net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
                                                const std::vector<const Target*>& targets, Hold& hold,
-                                               bool anthropic_events = false) {
+                                               bool anthropic_events = false, IdempotencyClaim* claim = nullptr) {
     // Usage is always asked of the upstream (billing needs it); the client
     // gets the usage chunk only if it asked for it.
     bool client_wants_usage = false;
@@ -726,13 +808,20 @@ class GatewayImpl final : public Gateway {
         outcome(model, t.provider->name(), "error").inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
-        if (!last.retryable) co_return failed(ex, hold, last);
+        if (!last.retryable) break;
       }
+      if (!used && !last.retryable) break;
       if (!used && ti + 1 < targets.size()) {
         fallbacks(model).inc();
       }
     }
-    if (!used) co_return failed(ex, hold, last);
+    if (!used) {
+      if (claim) co_await claim->abandon();
+      co_return failed(ex, hold, last);
+    }
+    // From here the stream is charged (in full, or what it produced if it
+    // is cut), so its Idempotency-Key keeps what it sent.
+    if (claim) claim->commit();
     StreamBill bill{hold, used->provider->name(), tokens_of_chars(ex.request().body().size()), std::nullopt};
 
     // Recorded however the stream ends, including when the client goes away
@@ -750,7 +839,10 @@ class GatewayImpl final : public Gateway {
         hold.event("completion", {{"provider", provider}, {"outcome", o}});
       }
     } rec{*this, model, used->provider->name(), false, false, hold};
-    auto producer = [&](http::SseWriter& w) -> net::awaitable<void> {
+    auto producer = [&](http::SseWriter& client) -> net::awaitable<void> {
+      std::optional<TapWriter> tap;
+      if (claim) tap.emplace(client, *claim);
+      http::SseWriter& w = tap ? static_cast<http::SseWriter&>(*tap) : client;
       std::optional<std::string> chunk = std::move(first);
       while (chunk) {
         bool forward = true;
@@ -801,10 +893,17 @@ class GatewayImpl final : public Gateway {
         co_return;
       }
       std::string done = "data: [DONE]\n\n";
+      if (claim) {
+        claim->tape(done);
+        co_await claim->complete_tape();
+      }
       rec.completed = co_await w.send_raw(done);
     };
     // The same stream as Anthropic events (POST /v1/messages).
-    auto anthropic_producer = [&](http::SseWriter& w) -> net::awaitable<void> {
+    auto anthropic_producer = [&](http::SseWriter& client) -> net::awaitable<void> {
+      std::optional<TapWriter> tap;
+      if (claim) tap.emplace(client, *claim);
+      http::SseWriter& w = tap ? static_cast<http::SseWriter&>(*tap) : client;
       anthropic::StreamRelay relay(model);
       anthropic::StreamRelay::Events events;
       std::optional<std::string> chunk = std::move(first);
@@ -843,6 +942,13 @@ class GatewayImpl final : public Gateway {
         co_return;
       }
       relay.finish(events);
+      if (claim) {
+        for (const auto& [name, data] : events) {
+          const std::string text = data.dump();
+          claim->tape(http::encode_sse(http::SseEvent{.event = name, .data = text, .id = {}}));
+        }
+        co_await claim->complete_tape();
+      }
       bool ok = true;
       for (const auto& [name, data] : events) {
         const std::string text = data.dump();
@@ -873,6 +979,7 @@ class GatewayImpl final : public Gateway {
   metrics::Registry& metrics_;
   FreeMeter free_meter_;
   Meter* meter_;
+  std::optional<Idempotency> idempotency_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, metrics::Counter*> counters_;
   std::shared_ptr<http::Client> client_;
@@ -888,9 +995,10 @@ class GatewayImpl final : public Gateway {
 
 Result<std::unique_ptr<Gateway>> Gateway::create(const Settings& settings, net::any_io_executor ex,
                                                  metrics::Registry& metrics, Meter* meter,
-                                                 const std::map<std::string, std::string>& stored_keys) {
+                                                 const std::map<std::string, std::string>& stored_keys,
+                                                 storage::Kv* kv) {
   if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
-  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter, stored_keys));
+  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter, stored_keys, kv));
 }
 
 }  // namespace alou::gateway

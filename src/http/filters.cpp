@@ -7,6 +7,7 @@
 #include <boost/beast/http/field.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 #include <mutex>
 #include <unordered_map>
@@ -14,28 +15,27 @@
 namespace alou::http {
 namespace {
 
-// Request ids need to be unique, not secret: a per-thread splitmix64
-// sequence seeded once from the CSPRNG costs no syscall per request.
+// Request ids need to be unique, not secret, and they are keys of the
+// ledger's and the audit trail's indexes: time-ordered ids append at the
+// right edge of those B-trees instead of dirtying a random page each (which
+// cost a 4 KB WAL write per request). 24 hex digits: milliseconds since the
+// epoch (11), a per-thread counter (5), a per-thread random tag (8).
 std::string fast_request_id() {
   struct State {
-    std::uint64_t seed;
-    std::uint64_t tag;
-    std::uint64_t n = 0;
+    std::uint32_t tag;
+    std::uint32_t n = 0;
   };
   thread_local State st = [] {
     State s{};
-    const std::string h = random_hex(16);
-    s.seed = std::stoull(h.substr(0, 16), nullptr, 16);
-    s.tag = std::stoull(h.substr(16, 8), nullptr, 16);
+    s.tag = static_cast<std::uint32_t>(std::stoull(random_hex(4), nullptr, 16));
     return s;
   }();
-  std::uint64_t z = st.seed + 0x9e3779b97f4a7c15ULL * ++st.n;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  z ^= z >> 31;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
   char out[25];
-  std::snprintf(out, sizeof out, "%016llx%08llx", static_cast<unsigned long long>(z),
-                static_cast<unsigned long long>(st.tag & 0xffffffffULL));
+  std::snprintf(out, sizeof out, "%011llx%05x%08x", static_cast<unsigned long long>(ms) & 0xfffffffffffULL,
+                static_cast<unsigned>(++st.n & 0xfffffu), static_cast<unsigned>(st.tag));
   return std::string(out, 24);
 }
 

@@ -22,7 +22,9 @@ constexpr auto kAwait = net::as_tuple(net::use_awaitable);
 // A write that makes no progress for this long means the client is gone.
 constexpr std::chrono::seconds kWriteStall{60};
 
-std::string encode_event(const SseEvent& ev) {
+}  // namespace
+
+std::string encode_sse(const SseEvent& ev) {
   std::string out;
   out.reserve(ev.data.size() + ev.event.size() + ev.id.size() + 32);
   if (!ev.id.empty()) out.append("id: ").append(ev.id).append("\n");
@@ -36,6 +38,8 @@ std::string encode_event(const SseEvent& ev) {
   out.append("\n");
   return out;
 }
+
+namespace {
 
 class Writer final : public SseWriter, public StreamControl {
  public:
@@ -53,7 +57,7 @@ class Writer final : public SseWriter, public StreamControl {
   // (the resumed frame trapped with SIGILL); the text is a named local and
   // push takes it by reference.
   net::awaitable<bool> send(const SseEvent& ev) override {
-    std::string text = encode_event(ev);
+    std::string text = encode_sse(ev);
     const bool ok = co_await push(text);
     co_return ok;
   }

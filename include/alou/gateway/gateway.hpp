@@ -19,6 +19,9 @@ class Router;
 namespace alou::metrics {
 class Registry;
 }
+namespace alou::storage {
+class Kv;
+}
 
 namespace alou::gateway {
 
@@ -31,10 +34,13 @@ class Gateway {
   // `meter` (which must outlive the gateway) holds, settles and audits
   // every request; null: nothing is charged (tests). `stored_keys`
   // (provider name -> key, from ProviderKeys) are used by providers whose
-  // api_key_env is empty or unset.
+  // api_key_env is empty or unset. `kv` (which must outlive the gateway)
+  // keeps Idempotency-Key records; null: the header is validated but not
+  // honoured (tests).
   static Result<std::unique_ptr<Gateway>> create(const Settings& settings, boost::asio::any_io_executor ex,
                                                  metrics::Registry& metrics, Meter* meter = nullptr,
-                                                 const std::map<std::string, std::string>& stored_keys = {});
+                                                 const std::map<std::string, std::string>& stored_keys = {},
+                                                 storage::Kv* kv = nullptr);
   // POST /v1/chat/completions, GET /v1/models.
   virtual void add_routes(http::Router& router) = 0;
   // For /api/status: providers and their state.

@@ -9,6 +9,7 @@
 // shutting down; the producer should then stop.
 #include <boost/asio/awaitable.hpp>
 
+#include <string>
 #include <string_view>
 
 namespace alou::http {
@@ -18,6 +19,9 @@ struct SseEvent {
   std::string_view data;   // split on '\n' into several "data:" lines
   std::string_view id;     // "id:" line, omitted if empty
 };
+
+// The wire form of one event (what SseWriter::send writes).
+std::string encode_sse(const SseEvent& event);
 
 class SseWriter {
  public:
