@@ -274,9 +274,7 @@ Result<std::unique_ptr<Hold>> Billing::hold(const HoldRequest& req) {
   std::string id;
   if (amount > 0) {
     id = random_id();
-    Batch persist;
-    persist.hold_inserts.push_back(HoldRow{id, account, amount, req.request_id, req.model});
-    ledger_.commit_detached(std::move(persist));
+    ledger_.persist_hold(HoldRow{id, account, amount, req.request_id, req.model});
   }
   return std::unique_ptr<Hold>(new HoldImpl(*this, account, amount, std::move(id), price, req));
 }

@@ -14,6 +14,7 @@
 #include <future>
 #include <thread>
 #include <map>
+#include <unordered_set>
 
 namespace alou::billing {
 namespace {
@@ -204,6 +205,18 @@ void Ledger::submit(Batch batch, Done done) {
   if (start) db_.post([this](SQLite::Database& c) { flush(c); });
 }
 
+void Ledger::persist_hold(HoldRow row) {
+  std::lock_guard lock(mu_);
+  if (closed_) return;
+  lazy_holds_.push_back(LazyHold{std::move(row), std::chrono::steady_clock::now()});
+}
+
+bool Ledger::has_old_lazy_holds() const {
+  std::lock_guard lock(mu_);
+  return !lazy_holds_.empty() &&
+         std::chrono::steady_clock::now() - lazy_holds_.front().since > std::chrono::milliseconds(100);
+}
+
 void Ledger::commit_detached(Batch batch) {
   submit(std::move(batch), [](Result<std::int64_t> r) {
     if (!r) spdlog::error("ledger: a background commit failed: {}", r.error().message);
@@ -241,6 +254,7 @@ void Ledger::flush(SQLite::Database& c) {
                           " excluded.balance_nanos, last_seq = excluded.last_seq");
     for (;;) {
       std::vector<Pending> group;
+      std::vector<LazyHold> lazy;
       {
         std::lock_guard lock(mu_);
         if (queue_.empty()) {
@@ -248,6 +262,18 @@ void Ledger::flush(SQLite::Database& c) {
           return;
         }
         group.swap(queue_);
+        lazy.swap(lazy_holds_);
+      }
+      // A hold created and ended within this round is never written.
+      std::unordered_set<std::string_view> skip;
+      if (!lazy.empty()) {
+        std::unordered_set<std::string_view> ended;
+        for (const auto& p : group) {
+          for (const auto& h : p.batch.holds_ended) ended.insert(h.id);
+        }
+        for (const auto& l : lazy) {
+          if (ended.contains(l.row.id)) skip.insert(l.row.id);
+        }
       }
       std::vector<std::int64_t> last_seq(group.size(), 0);
       std::map<std::string, std::int64_t> deltas;
@@ -270,6 +296,18 @@ void Ledger::flush(SQLite::Database& c) {
         // onto the real tip and learn its balance changes.
         read_foreign(c, seq, hash, foreign);
         const auto ts = now_ms();
+        for (const auto& l : lazy) {
+          if (skip.contains(l.row.id)) continue;
+          const auto& h = l.row;
+          hold_ins.bind(1, h.id);
+          hold_ins.bind(2, h.account);
+          hold_ins.bind(3, h.amount_nanos);
+          hold_ins.bind(4, h.request_id);
+          hold_ins.bind(5, h.model);
+          hold_ins.bind(6, ts);
+          hold_ins.exec();
+          hold_ins.reset();
+        }
         for (std::size_t i = 0; i < group.size(); ++i) {
           auto& b = group[i].batch;
           std::int64_t batch_last = 0;
@@ -310,6 +348,7 @@ void Ledger::flush(SQLite::Database& c) {
             hold_ins.reset();
           }
           for (const auto& h : b.holds_ended) {
+            if (skip.contains(h.id)) continue;
             hold_del.bind(1, h.id);
             hold_del.exec();
             hold_del.reset();
@@ -445,6 +484,7 @@ void Ledger::start_polling(std::chrono::milliseconds every) {
     std::unique_lock lock(poll_mu_);
     while (!poll_cv_.wait_for(lock, every, [this] { return stop_polling_; })) {
       db_.post([this](SQLite::Database& c) { catch_up(c); });
+      if (has_old_lazy_holds()) commit_detached(Batch{});  // a round that writes them
     }
   });
 }
@@ -591,6 +631,21 @@ void Ledger::close() {
     }
     poll_cv_.notify_all();
     poller_.join();
+  }
+  // Holds still waiting for a round are written now (they are released at
+  // the next start, like any hold a stop leaves).
+  bool lazy = false;
+  {
+    std::lock_guard lock(mu_);
+    lazy = !lazy_holds_.empty();
+  }
+  if (lazy) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(Pending{Batch{}, [](Result<std::int64_t>) {}});
+    if (!flushing_) {
+      flushing_ = true;
+      db_.post([this](SQLite::Database& c) { flush(c); });
+    }
   }
   // Drain: a commit queued after everything else completes after it.
   auto p = std::make_shared<std::promise<void>>();

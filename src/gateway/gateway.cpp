@@ -393,6 +393,13 @@ class GatewayImpl final : public Gateway {
     return out;
   }
 
+  // True once the client went away (RouteOptions::watch_client cancels the
+  // handler): an upstream call that failed then was cut by us.
+  static net::awaitable<bool> client_gone() {
+    const auto cs = co_await net::this_coro::cancellation_state;
+    co_return cs.cancelled() != net::cancellation_type::none;
+  }
+
   static net::awaitable<void> backoff(int attempt, std::chrono::milliseconds retry_after) {
     auto delay = std::chrono::milliseconds(100 << attempt) + std::chrono::milliseconds(uniform(50));
     if (retry_after > delay) delay = std::min(retry_after, std::chrono::milliseconds(2000));
@@ -655,6 +662,11 @@ class GatewayImpl final : public Gateway {
         hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
         auto r = co_await (t.provider->*call)(body);
+        if (!r && co_await client_gone()) {
+          // The client left (its cancellation ended the call): not the
+          // route's fault, so no breaker count, no retry; nothing charged.
+          co_return failed(ex, hold, r.error());
+        }
         observe_latency(t, started);
         if (r) {
           note(t, nullptr);
@@ -785,8 +797,10 @@ class GatewayImpl final : public Gateway {
         hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
         auto s = co_await t.provider->chat_stream(body);
+        if (!s && co_await client_gone()) co_return failed(ex, hold, s.error());
         if (s) {
           auto f = co_await (*s)->next();
+          if (!f && co_await client_gone()) co_return failed(ex, hold, f.error());
           observe_latency(t, started);
           if (f) {
             note(t, nullptr);

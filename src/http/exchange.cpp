@@ -8,7 +8,9 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/beast/http/field.hpp>
+#include <boost/system/system_error.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -138,6 +140,16 @@ boost::asio::awaitable<Response> run_handler(Exchange& ex) {
     res = co_await ex.route()->handler(ex);
   } catch (const ErrorException& e) {
     res = ex.error(e.error());
+  } catch (const boost::system::system_error& e) {
+    // A handler cancelled because its client went away (watch_client)
+    // ends here: the pipeline sends nothing, and it is not a failure.
+    if (e.code() != boost::asio::error::operation_aborted) {
+      spdlog::error("[{}] handler failed: {}", ex.request_id, e.what());
+    } else {
+      spdlog::debug("[{}] handler cancelled: {}", ex.request_id, e.what());
+    }
+    if (ex.head_sent) ex.connection().close_after_response();
+    res = ex.head_sent ? Exchange::streamed() : ex.error(Error::internal("internal error"));
   } catch (const std::exception& e) {
     if (ex.head_sent) {
       // Mid-stream: nothing more can be said in HTTP; close the connection.

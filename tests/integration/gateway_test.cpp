@@ -617,6 +617,29 @@ TEST_F(GatewayTest, ClientDisconnectCancelsUpstreamStream) {
   EXPECT_EQ(get("/api/health").result_int(), 200);
 }
 
+// Clients that leave before the answer (a load tester stopping, a user's
+// stop button) cancel the upstream call: that is not the route failing, so
+// the breaker stays closed and the next request is served.
+TEST_F(GatewayTest, ClientsLeavingDoNotOpenTheBreaker) {
+  for (int i = 0; i < 7; ++i) {
+    for (const bool stream : {false, true}) {
+      Client c(ep());
+      Headers h = admin();
+      h.emplace_back("Content-Type", "application/json");
+      const json body = chat_body("remote", "/slow 300 a b c", stream);
+      ASSERT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/chat/completions", h, body.dump())));
+      ASSERT_TRUE(eventually([&] { return upstream_.in_flight() == 1.0; }, 2000ms));
+      c.close();
+      ASSERT_TRUE(eventually([&] { return gauge("alou_http_requests_in_flight") == 0.0; }, 2000ms));
+    }
+  }
+  const Res m = get("/metrics");
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_breaker_open{provider=\"up\",model=\"gpt-x\"}"), 0.0) << m.body();
+  EXPECT_EQ(requests("remote", "up", "error"), 0u);
+  const Res r = chat(chat_body("remote", "hello"));
+  EXPECT_EQ(r.result_int(), 200) << r.body();
+}
+
 // ---------------------------------------------------------------- 9: errors and models
 
 TEST_F(GatewayTest, InvalidJsonIs400) {

@@ -160,6 +160,13 @@ class Ledger final {
   }
   // Not awaited; a failure is logged.
   void commit_detached(Batch batch);
+  // Persists a hold's row with the next group commit, or not at all if the
+  // hold ends in that same group (a request answered before the writer's
+  // next round never costs a row written and deleted). The poller of
+  // start_polling forces a round for holds older than 100 ms, so a hold
+  // that lives is on disk within a few hundred ms. Holds move no money: a
+  // crash before the row is written loses nothing.
+  void persist_hold(HoldRow row);
   // Blocking (CLI, tests).
   Result<std::int64_t> commit_sync(Batch batch);
 
@@ -203,6 +210,7 @@ class Ledger final {
   static void read_foreign(SQLite::Database& c, std::int64_t& seq, std::string& hash,
                            std::map<std::string, std::int64_t>& deltas);
   void catch_up(SQLite::Database& c);  // on the database thread
+  bool has_old_lazy_holds() const;
 
   std::thread poller_;
   std::mutex poll_mu_;
@@ -217,6 +225,11 @@ class Ledger final {
   mutable std::mutex mu_;  // guards everything below
   std::unordered_map<std::string, Funds> funds_;
   std::vector<Pending> queue_;
+  struct LazyHold {
+    HoldRow row;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<LazyHold> lazy_holds_;
   bool flushing_ = false;
   bool closed_ = false;
   std::int64_t tip_seq_ = 0;  // as known to this process

@@ -294,6 +294,34 @@ TEST(Ledger, HoldsLeftByACrashAreReleasedAtStartOnly) {
   EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds"), 0);
 }
 
+TEST(Ledger, AHoldEndedInTheRoundThatWouldWriteItIsNeverWritten) {
+  Fixture f;
+  f.ledger->persist_hold(HoldRow{"hold_a", "key:a", 10, "req-a", "m"});
+  Batch end;
+  end.holds_ended.push_back({"hold_a", "key:a", 10});
+  ASSERT_TRUE(f.ledger->commit_sync(std::move(end)));
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds"), 0);
+  // One that outlives a round is written by it, and deleted when it ends.
+  f.ledger->persist_hold(HoldRow{"hold_b", "key:a", 10, "req-b", "m"});
+  ASSERT_TRUE(f.ledger->commit_sync(Batch{}));
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds WHERE id = 'hold_b'"), 1);
+  Batch end_b;
+  end_b.holds_ended.push_back({"hold_b", "key:a", 10});
+  ASSERT_TRUE(f.ledger->commit_sync(std::move(end_b)));
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds"), 0);
+}
+
+TEST(Ledger, ThePollerWritesAHoldThatLives) {
+  Fixture f;
+  f.ledger->start_polling(std::chrono::milliseconds(20));
+  f.ledger->persist_hold(HoldRow{"hold_c", "key:a", 10, "req-c", "m"});
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (f.count("SELECT COUNT(*) FROM ledger_holds") == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds WHERE id = 'hold_c' AND request_id = 'req-c'"), 1);
+}
+
 TEST(Ledger, EndingAHoldReleasesItOnceDurable) {
   Fixture f;
   ASSERT_TRUE(f.ledger->commit_sync(credit("key:a", 100)));
