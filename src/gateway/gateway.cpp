@@ -426,6 +426,34 @@ class GatewayImpl final : public Gateway {
     });
   }
 
+  // Upstream failures by provider and kind (the error's code:
+  // upstream_timeout, upstream_unreachable, rate_limited, upstream_error,
+  // upstream_disconnected, ...).
+  metrics::Counter& errors(const std::string& provider, const std::string& kind) {
+    return cached("e\x1f" + provider + "\x1f" + kind, [&]() -> metrics::Counter& {
+      return metrics_.counter("alou_gateway_upstream_errors_total", "Upstream failures by provider and kind",
+                              {{"provider", provider}, {"kind", kind}});
+    });
+  }
+
+  // The whole request as the client sees it (a stream: until its end), by
+  // model; observed however the request ends, a client leaving included.
+  metrics::Histogram& duration(const std::string& model) {
+    std::lock_guard lock(metrics_mu_);
+    auto it = durations_.find(model);
+    if (it != durations_.end()) return *it->second;
+    auto& h = metrics_.histogram("alou_gateway_request_seconds",
+                                 "Model requests from arrival to the last byte (streams included), by model",
+                                 {{"model", model}});
+    durations_.emplace(model, &h);
+    return h;
+  }
+  struct DurationTimer {
+    metrics::Histogram& h;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    ~DurationTimer() { h.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()); }
+  };
+
   metrics::Counter& retries(const std::string& provider) {
     return cached("r\x1f" + provider, [&]() -> metrics::Counter& {
       return metrics_.counter("alou_gateway_retries_total", "Retries of an upstream route", {{"provider", provider}});
@@ -472,6 +500,7 @@ class GatewayImpl final : public Gateway {
     const std::string model = body["model"].get<std::string>();
     auto targets = targets_for(ex, model);
     if (!targets) co_return ex.error(targets.error());
+    const DurationTimer timer{duration(model)};
     if (body.contains("stream_options") && !body["stream_options"].is_null()) {
       const auto& so = body["stream_options"];
       if (!so.is_object() || (so.contains("include_usage") && !so["include_usage"].is_boolean())) {
@@ -509,6 +538,7 @@ class GatewayImpl final : public Gateway {
     const std::string model = (*body)["model"].get<std::string>();
     auto targets = targets_for(ex, model);
     if (!targets) co_return ex.error(targets.error());
+    const DurationTimer timer{duration(model)};
     const bool stream = (*body)["stream"].get<bool>();
     body->erase("stream");
     std::shared_ptr<IdempotencyClaim> claim;
@@ -597,6 +627,7 @@ class GatewayImpl final : public Gateway {
     const std::string model = body["model"].get<std::string>();
     auto targets = targets_for(ex, model);
     if (!targets) co_return ex.error(targets.error());
+    const DurationTimer timer{duration(model)};
     std::shared_ptr<IdempotencyClaim> claim;
     std::optional<http::Response> early;
     early = co_await claim_idempotency_key(ex, claim);
@@ -701,6 +732,7 @@ class GatewayImpl final : public Gateway {
         }
         last = r.error();
         outcome(model, t.provider->name(), "error").inc();
+        errors(t.provider->name(), last.error.code).inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
         if (!last.retryable) break;
@@ -820,6 +852,7 @@ class GatewayImpl final : public Gateway {
           note(t, &last);
         }
         outcome(model, t.provider->name(), "error").inc();
+        errors(t.provider->name(), last.error.code).inc();
         spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
         if (!last.retryable) break;
@@ -880,6 +913,7 @@ class GatewayImpl final : public Gateway {
         auto n = co_await upstream->next();
         if (!n) {
           rec.failed = true;
+          errors(used->provider->name(), n.error().error.code).inc();
           // What was streamed is charged (the upstream's usage if it came).
           co_await bill.settle();
           const json err = {{"error",
@@ -939,6 +973,7 @@ class GatewayImpl final : public Gateway {
         auto n = co_await upstream->next();
         if (!n) {
           rec.failed = true;
+          errors(used->provider->name(), n.error().error.code).inc();
           co_await bill.settle();
           const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", n.error().error.message}}}};
           const std::string text = err.dump();
@@ -996,6 +1031,7 @@ class GatewayImpl final : public Gateway {
   std::optional<Idempotency> idempotency_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, metrics::Counter*> counters_;
+  std::unordered_map<std::string, metrics::Histogram*> durations_;
   std::shared_ptr<http::Client> client_;
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
   std::vector<ProviderState> states_;

@@ -525,6 +525,10 @@ TEST_F(GatewayTest, Upstream500IsRetriedThen502) {
   EXPECT_EQ(upstream_.counter->chats.load(), 2);
   EXPECT_EQ(requests("remote", "up", "error") - errors0, 2u);
   EXPECT_EQ(counter("alou_gateway_retries_total", {{"provider", "up"}}), 1u);
+  EXPECT_EQ(counter("alou_gateway_upstream_errors_total", {{"provider", "up"}, {"kind", "upstream_error"}}), 2u);
+  // The request's whole time is observed once, under its model.
+  const Res m = get("/metrics");
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_request_seconds_count{model=\"remote\"}"), 1.0) << m.body();
 }
 
 TEST_F(GatewayTest, Upstream429IsRetriedThen429) {
@@ -636,6 +640,9 @@ TEST_F(GatewayTest, ClientsLeavingDoNotOpenTheBreaker) {
   const Res m = get("/metrics");
   EXPECT_EQ(scrape(m.body(), "alou_gateway_breaker_open{provider=\"up\",model=\"gpt-x\"}"), 0.0) << m.body();
   EXPECT_EQ(requests("remote", "up", "error"), 0u);
+  EXPECT_LE(scrape(m.body(), "alou_gateway_upstream_errors_total{provider=\"up\",kind=\"upstream_unreachable\"}"), 0.0);
+  // Each request that left is still timed.
+  EXPECT_EQ(scrape(m.body(), "alou_gateway_request_seconds_count{model=\"remote\"}"), 14.0) << m.body();
   const Res r = chat(chat_body("remote", "hello"));
   EXPECT_EQ(r.result_int(), 200) << r.body();
 }
