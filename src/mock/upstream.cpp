@@ -204,6 +204,30 @@ net::awaitable<http::Response> openai_embeddings(http::Exchange& ex) {
   co_return ex.json(http::Status::ok, std::move(*body));
 }
 
+// Azure OpenAI: "/openai/deployments/{deployment}/chat/completions" (and
+// /embeddings) with a required api-version query parameter; the body is
+// OpenAI's. The deployment stands for the model.
+bool azure_version_given(const http::Exchange& ex) {
+  const auto v = ex.query_param("api-version");
+  return v && !v->empty();
+}
+
+net::awaitable<http::Response> azure_chat(http::Exchange& ex) {
+  if (!azure_version_given(ex)) {
+    co_return ex.error(Error::bad_request("Missing API version: add ?api-version=...", "missing_api_version"));
+  }
+  auto res = co_await openai_chat(ex);
+  co_return res;
+}
+
+net::awaitable<http::Response> azure_embeddings(http::Exchange& ex) {
+  if (!azure_version_given(ex)) {
+    co_return ex.error(Error::bad_request("Missing API version: add ?api-version=...", "missing_api_version"));
+  }
+  auto res = co_await openai_embeddings(ex);
+  co_return res;
+}
+
 net::awaitable<http::Response> openai_models(http::Exchange& ex) {
   co_return ex.json(http::Status::ok, wire::openai_models());
 }
@@ -223,6 +247,8 @@ void add_upstream_routes(http::Router& router) {
   router.get("/v1/models", openai_models, openai);
   router.post("/v1/messages", anthropic_messages, anthropic_gen);
   router.post("/v1beta/models/{model_action}", gemini, gemini_gen);
+  router.post("/openai/deployments/{deployment}/chat/completions", azure_chat, openai_gen);
+  router.post("/openai/deployments/{deployment}/embeddings", azure_embeddings, openai);
 }
 
 }  // namespace alou::mock

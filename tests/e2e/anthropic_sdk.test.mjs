@@ -10,9 +10,9 @@ import Anthropic from '@anthropic-ai/sdk';
 
 import { startGateway } from './lib/alou.mjs';
 
-const MODELS = ['mock', 'remote', 'claude', 'gemini'];
+const MODELS = ['mock', 'remote', 'claude', 'gemini', 'azure'];
 // Models served through an upstream (the mock upstream, over each provider kind).
-const UPSTREAM_MODELS = ['remote', 'claude', 'gemini'];
+const UPSTREAM_MODELS = ['remote', 'claude', 'gemini', 'azure'];
 
 const WEATHER_TOOL = {
   name: 'get_weather',

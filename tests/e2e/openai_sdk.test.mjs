@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 
 import { startGateway } from './lib/alou.mjs';
 
-const MODELS = ['mock', 'remote', 'claude', 'gemini'];
+const MODELS = ['mock', 'remote', 'claude', 'gemini', 'azure'];
 
 const tokens = (chars) => Math.ceil(chars / 4);
 const promptChars = (messages) => messages.reduce((n, m) => n + (m.content ?? '').length, 0);
@@ -240,7 +240,7 @@ describe('tools', () => {
 });
 
 describe('embeddings', () => {
-  for (const model of ['mock', 'remote']) {
+  for (const model of ['mock', 'remote', 'azure']) {
     test(`embeddings.create on ${model} returns deterministic vectors with usage`, async () => {
       const r = await client().embeddings.create({ model, input: ['hello', 'world'], encoding_format: 'float' });
       assert.equal(r.object, 'list');

@@ -35,6 +35,8 @@ constexpr const char* kAnthropicKeyEnv = "ALOU_TEST_ANTHROPIC_KEY";
 constexpr const char* kGeminiKeyEnv = "ALOU_TEST_GEMINI_KEY";
 constexpr const char* kAnthropicKey = "sk-ant-itest-secret-0123456789";
 constexpr const char* kGeminiKey = "AIza-itest-secret-0123456789";
+constexpr const char* kAzureKeyEnv = "ALOU_TEST_AZURE_KEY";
+constexpr const char* kAzureKey = "azure-itest-secret-0123456789";
 
 // What reached the mock upstream: requests per API, and the last request's
 // target and credential headers.
@@ -50,7 +52,8 @@ class Recorder final : public alou::http::Filter {
     headers_ = {{"x-api-key", h("x-api-key")},
                 {"anthropic-version", h("anthropic-version")},
                 {"x-goog-api-key", h("x-goog-api-key")},
-                {"authorization", h("authorization")}};
+                {"authorization", h("authorization")},
+                {"api-key", h("api-key")}};
     body_ = ex.request().body();
     co_return std::nullopt;
   }
@@ -192,6 +195,7 @@ class AdaptersTest : public AppTest {
   void SetUp() override {
     ::setenv(kAnthropicKeyEnv, kAnthropicKey, 1);
     ::setenv(kGeminiKeyEnv, kGeminiKey, 1);
+    ::setenv(kAzureKeyEnv, kAzureKey, 1);
     ASSERT_TRUE(upstream_.start());
     AppTest::SetUp();
   }
@@ -201,6 +205,7 @@ class AdaptersTest : public AppTest {
     upstream_.stop();
     ::unsetenv(kAnthropicKeyEnv);
     ::unsetenv(kGeminiKeyEnv);
+    ::unsetenv(kAzureKeyEnv);
   }
 
   void configure(Settings& s) override {
@@ -216,6 +221,8 @@ class AdaptersTest : public AppTest {
                          .api_key_env = {}, .extra = {}},
         ProviderSettings{.name = "claude-bad", .kind = "anthropic", .base_url = base + "/v1", .api_key_env = {},
                          .extra = {{"default_max_tokens", "lots"}}},
+        ProviderSettings{.name = "az", .kind = "azure", .base_url = base, .api_key_env = kAzureKeyEnv,
+                         .extra = {{"api_version", "2024-10-21"}}},
     };
     const auto model = [](std::string name, std::string provider, std::string upstream_model,
                           std::vector<std::string> fallbacks) {
@@ -231,7 +238,8 @@ class AdaptersTest : public AppTest {
                 model("gemini-flaky", "gem-dead", "gemini-x", {"claude"}),
                 model("claude-down", "claude-dead", "claude-x", {}),
                 model("gemini-down", "gem-dead", "gemini-x", {}),
-                model("claude-bad", "claude-bad", "claude-x", {})};
+                model("claude-bad", "claude-bad", "claude-x", {}),
+                model("azure", "az", "gpt-deploy", {})};
   }
 
   int upstream_calls(const Kind& k) const {
@@ -674,6 +682,41 @@ TEST_F(AdaptersTest, StatusShowsABadProviderSettingAsDisabled) {
   ASSERT_EQ(r.result_int(), 200) << r.body();
   EXPECT_NE(r.body().find("default_max_tokens must be a positive integer"), std::string::npos) << r.body();
   expect_openai_error(chat(chat_body("claude-bad", "hi")), 503, "no_provider");
+}
+
+}  // namespace
+}  // namespace alou::itest
+
+namespace alou::itest {
+namespace {
+
+// Azure OpenAI: the deployment in the URL, api-version in the query, the
+// key in `api-key` (never `Authorization`); chat, streams and embeddings.
+TEST_F(AdaptersTest, AzureUsesDeploymentsApiVersionAndApiKey) {
+  const Res r = chat(chat_body("azure", "hello world"));
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  EXPECT_EQ(parse(r.body())["choices"][0]["message"]["content"], "echo: hello world");
+  EXPECT_EQ(upstream_.recorder->target(), "/openai/deployments/gpt-deploy/chat/completions?api-version=2024-10-21");
+  EXPECT_EQ(upstream_.recorder->header("api-key"), kAzureKey);
+  EXPECT_EQ(upstream_.recorder->header("authorization"), "");
+
+  json body = chat_body("azure", "one two three");
+  body["stream"] = true;
+  const Sse s = stream("/v1/chat/completions", body);
+  std::string text;
+  for (const auto& [name, data] : s.events) {
+    const json j = parse(data);
+    if (!j.is_object() || !j.contains("choices") || j["choices"].empty()) continue;
+    const auto& d = j["choices"][0]["delta"];
+    if (d.contains("content") && d["content"].is_string()) text += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, "echo: one two three");
+
+  const Res e = post("/v1/embeddings", {{"model", "azure"}, {"input", "hello"}});
+  ASSERT_EQ(e.result_int(), 200) << e.body();
+  EXPECT_EQ(upstream_.recorder->target(), "/openai/deployments/gpt-deploy/embeddings?api-version=2024-10-21");
+  // The key never appears in what the client sees.
+  EXPECT_EQ(r.body().find(kAzureKey), std::string::npos);
 }
 
 }  // namespace

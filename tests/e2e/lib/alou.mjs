@@ -101,9 +101,20 @@ name = "gem"
 kind = "gemini"
 base_url = ${tomlString(`http://127.0.0.1:${mockPort}/v1beta`)}
 
+[[providers]]
+name = "az"
+kind = "azure"
+base_url = ${tomlString(`http://127.0.0.1:${mockPort}`)}
+api_version = "2024-10-21"
+
 [[models]]
 name = "mock"
 routes = [{ provider = "mock", model = "mock", weight = 1 }]
+
+# Azure OpenAI's URL shape (deployments, api-version, api-key header).
+[[models]]
+name = "azure"
+routes = [{ provider = "az", model = "gpt-x-deployment", weight = 1 }]
 
 [[models]]
 name = "claude"
