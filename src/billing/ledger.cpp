@@ -230,28 +230,43 @@ Result<std::int64_t> Ledger::commit_sync(Batch batch) {
   return f.get();
 }
 
+// The writer's statements, prepared once and kept for the life of the
+// ledger (on the database thread only; finalized by close()).
+struct Ledger::Stmts {
+  explicit Stmts(SQLite::Database& c)
+      : ins(c,
+            "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
+            " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+        usage(c,
+              "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
+              " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+        event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)"),
+        hold_ins(c,
+                 "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
+                 " created_at_ms) VALUES (?,?,?,?,?,?)"),
+        hold_del(c, "DELETE FROM ledger_holds WHERE id = ?"),
+        bal(c,
+            "INSERT INTO ledger_balances (account, balance_nanos, last_seq) VALUES (?,?,?)"
+            " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
+            " excluded.balance_nanos, last_seq = excluded.last_seq"),
+        tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1") {}
+  SQLite::Statement ins, usage, event, hold_ins, hold_del, bal, tip;
+};
+
 // The group commit: everything queued goes into one transaction. Runs on
 // the database thread (posted by submit), until the queue is empty.
 void Ledger::flush(SQLite::Database& c) {
   try {
-    // Prepared once per run of the writer, which goes on while commits keep
-    // arriving: parsing SQL is not paid per group.
-    SQLite::Statement ins(c,
-                          "INSERT INTO ledger_entries (seq, ts_ms, kind, debit, credit, amount_nanos, request_id,"
-                          " memo, meta, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-    SQLite::Statement usage(c,
-                            "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
-                            " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-    SQLite::Statement event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)");
-    SQLite::Statement hold_ins(c,
-                               "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
-                               " created_at_ms) VALUES (?,?,?,?,?,?)");
-    SQLite::Statement hold_del(c, "DELETE FROM ledger_holds WHERE id = ?");
-    SQLite::Statement bal(c,
-                          "INSERT INTO ledger_balances (account, balance_nanos, last_seq) VALUES (?,?,?)"
-                          " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
-                          " excluded.balance_nanos, last_seq = excluded.last_seq");
+    // Prepared once for the life of the ledger: parsing SQL is not paid per
+    // group commit.
+    if (!stmts_) stmts_ = std::make_unique<Stmts>(c);
+    auto& ins = stmts_->ins;
+    auto& usage = stmts_->usage;
+    auto& event = stmts_->event;
+    auto& hold_ins = stmts_->hold_ins;
+    auto& hold_del = stmts_->hold_del;
+    auto& bal = stmts_->bal;
     for (;;) {
       std::vector<Pending> group;
       std::vector<LazyHold> lazy;
@@ -284,7 +299,7 @@ void Ledger::flush(SQLite::Database& c) {
       std::string failure;
       try {
         // A failed group may have left a statement mid-step.
-        for (auto* st : {&ins, &usage, &event, &hold_ins, &hold_del, &bal}) st->tryReset();
+        for (auto* st : {&ins, &usage, &event, &hold_ins, &hold_del, &bal, &stmts_->tip}) st->tryReset();
         SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
         {
           std::lock_guard lock(mu_);
@@ -294,7 +309,7 @@ void Ledger::flush(SQLite::Database& c) {
         }
         // Another process (`alou credit`) may have appended since: chain
         // onto the real tip and learn its balance changes.
-        read_foreign(c, seq, hash, foreign);
+        read_foreign(c, seq, hash, foreign, &stmts_->tip);
         const auto ts = now_ms();
         for (const auto& l : lazy) {
           if (skip.contains(l.row.id)) continue;
@@ -441,8 +456,15 @@ void Ledger::flush(SQLite::Database& c) {
 }
 
 void Ledger::read_foreign(SQLite::Database& c, std::int64_t& seq, std::string& hash,
-                          std::map<std::string, std::int64_t>& deltas) {
-  SQLite::Statement tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
+                          std::map<std::string, std::int64_t>& deltas, SQLite::Statement* prepared_tip) {
+  std::optional<SQLite::Statement> own;
+  if (!prepared_tip) own.emplace(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1");
+  SQLite::Statement& tip = prepared_tip ? *prepared_tip : *own;
+  // Reset on every way out: a kept statement must not hold its read open.
+  struct Reset {
+    SQLite::Statement& st;
+    ~Reset() { st.tryReset(); }
+  } reset{tip};
   if (!tip.executeStep() || tip.getColumn(0).getInt64() <= seq) return;
   SQLite::Statement news(c, "SELECT debit, credit, amount_nanos FROM ledger_entries WHERE seq > ?");
   news.bind(1, static_cast<std::int64_t>(seq));
@@ -661,8 +683,10 @@ void Ledger::close() {
     if (idle) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  // A final checkpoint, so that the whole chain is signed.
+  // A final checkpoint, so that the whole chain is signed; the writer's
+  // statements are finalized on the database thread.
   db_.run_sync([this](SQLite::Database& c) {
+    stmts_.reset();
     std::lock_guard lock(mu_);
     if (tip_seq_ <= checkpoint_seq_) return;
     try {

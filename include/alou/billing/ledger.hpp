@@ -30,6 +30,7 @@
 
 namespace SQLite {
 class Database;
+class Statement;
 }
 namespace alou::storage {
 class Database;
@@ -208,9 +209,12 @@ class Ledger final {
   void write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const;
   static VerifyReport verify_on(SQLite::Database& c, const std::string& own_key);
   static void read_foreign(SQLite::Database& c, std::int64_t& seq, std::string& hash,
-                           std::map<std::string, std::int64_t>& deltas);
+                           std::map<std::string, std::int64_t>& deltas, SQLite::Statement* prepared_tip = nullptr);
   void catch_up(SQLite::Database& c);  // on the database thread
   bool has_old_lazy_holds() const;
+
+  struct Stmts;
+  std::unique_ptr<Stmts> stmts_;  // the writer's, on the database thread
 
   std::thread poller_;
   std::mutex poll_mu_;
