@@ -139,6 +139,9 @@ struct Connection {
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
+  // Where response bodies are read into, piece by piece: allocated once per
+  // connection (not per request) and never zero-filled.
+  std::unique_ptr<char[]> piece{new char[kPieceBytes]};
   Clock::time_point idle_since;
 };
 
@@ -261,7 +264,6 @@ struct ClientStream::State {
   std::unique_ptr<Connection> conn;
   Clock::time_point deadline;
   Parser parser;
-  std::string piece = std::string(kPieceBytes, '\0');
   bool done = false;
   std::optional<Error> failed;
 };
@@ -474,9 +476,17 @@ void ClientStream::cancel() noexcept {
 }
 
 net::awaitable<Result<std::string>> ClientStream::next() {
+  std::string out;
+  std::optional<Error> error;
+  error = co_await next_into(out);
+  if (error) co_return std::move(*error);
+  co_return std::move(out);
+}
+
+net::awaitable<std::optional<Error>> ClientStream::next_into(std::string& out) {
   State& s = *state_;
-  if (s.failed) co_return *s.failed;
-  if (s.done) co_return std::string();
+  if (s.failed) co_return s.failed;
+  if (s.done) co_return std::nullopt;
   Connection& c = *s.conn;
   std::optional<Error> error;
   try {
@@ -487,8 +497,8 @@ net::awaitable<Result<std::string>> ClientStream::next() {
         break;
       }
       auto& body = s.parser.get().body();
-      body.data = s.piece.data();
-      body.size = s.piece.size();
+      body.data = c.piece.get();
+      body.size = kPieceBytes;
       c.tcp().expires_at(std::min(now + s.impl->opts.idle_read_timeout, s.deadline));
       error_code ec = co_await read_some(c, s.parser);
       c.tcp().expires_never();
@@ -502,10 +512,13 @@ net::awaitable<Result<std::string>> ClientStream::next() {
         error = io_error(s.key, ec, "reading the response body");
         break;
       }
-      const std::size_t got = s.piece.size() - body.size;
+      const std::size_t got = kPieceBytes - body.size;
       s.done = s.parser.is_done();
-      if (got > 0) co_return std::string(s.piece.data(), got);
-      if (s.done) co_return std::string();
+      if (got > 0) {
+        out.append(c.piece.get(), got);
+        co_return std::nullopt;
+      }
+      if (s.done) co_return std::nullopt;
     }
   } catch (const boost::system::system_error& e) {
     error = io_error(s.key, e.code(), "reading the response body");
@@ -513,7 +526,7 @@ net::awaitable<Result<std::string>> ClientStream::next() {
   if (!s.failed) s.failed = std::move(*error);  // cancel() may have set it first
   error_code ignored;
   c.tcp().socket().close(ignored);
-  co_return *s.failed;
+  co_return s.failed;
 }
 
 // ---- Client
@@ -548,14 +561,16 @@ net::awaitable<Result<ClientResponse>> Client::request(ClientRequest req) {
   }
   ClientResponse response;
   response.status = s.status();
-  response.headers = s.headers();
-  for (;;) {
-    const Result<std::string> piece = co_await s.next();
-    if (!piece) co_return piece.error();
-    if (piece->empty()) break;
-    if (response.body.size() + piece->size() > limit) co_return too_large();
-    response.body += *piece;
+  if (const auto length = s.state_->parser.content_length()) response.body.reserve(*length);
+  // The body is read straight into the response (no piece copied twice).
+  while (!s.done()) {
+    std::optional<Error> failed;
+    failed = co_await s.next_into(response.body);
+    if (failed) co_return std::move(*failed);
+    if (response.body.size() > limit) co_return too_large();
   }
+  // The parser is done with its header: moved, not copied.
+  response.headers = std::move(s.state_->parser.get().base());
   co_return std::move(response);
 }
 

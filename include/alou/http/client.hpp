@@ -45,6 +45,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -107,6 +108,9 @@ class ClientStream final {
   // call. Deadlines: idle_read_timeout per call and the request's
   // total_timeout.
   boost::asio::awaitable<Result<std::string>> next();
+  // The same, appending the piece to `out` instead of returning a new
+  // string (nothing appended at the end of the body); nullopt or the Error.
+  boost::asio::awaitable<std::optional<Error>> next_into(std::string& out);
 
   // Closes the upstream connection at once (the caller went away); a pending
   // next() completes with an error. The connection is never pooled.
