@@ -311,9 +311,7 @@ void Ledger::flush(SQLite::Database& c) {
         // onto the real tip and learn its balance changes.
         read_foreign(c, seq, hash, foreign, &stmts_->tip);
         const auto ts = now_ms();
-        for (const auto& l : lazy) {
-          if (skip.contains(l.row.id)) continue;
-          const auto& h = l.row;
+        const auto insert_hold = [&hold_ins, ts](const HoldRow& h) {
           hold_ins.bind(1, h.id);
           hold_ins.bind(2, h.account);
           hold_ins.bind(3, h.amount_nanos);
@@ -322,6 +320,9 @@ void Ledger::flush(SQLite::Database& c) {
           hold_ins.bind(6, ts);
           hold_ins.exec();
           hold_ins.reset();
+        };
+        for (const auto& l : lazy) {
+          if (!skip.contains(l.row.id)) insert_hold(l.row);
         }
         for (std::size_t i = 0; i < group.size(); ++i) {
           auto& b = group[i].batch;
@@ -352,16 +353,7 @@ void Ledger::flush(SQLite::Database& c) {
             batch_last = e.seq;
           }
           last_seq[i] = batch_last;
-          for (const auto& h : b.hold_inserts) {
-            hold_ins.bind(1, h.id);
-            hold_ins.bind(2, h.account);
-            hold_ins.bind(3, h.amount_nanos);
-            hold_ins.bind(4, h.request_id);
-            hold_ins.bind(5, h.model);
-            hold_ins.bind(6, ts);
-            hold_ins.exec();
-            hold_ins.reset();
-          }
+          for (const auto& h : b.hold_inserts) insert_hold(h);
           for (const auto& h : b.holds_ended) {
             if (skip.contains(h.id)) continue;
             hold_del.bind(1, h.id);

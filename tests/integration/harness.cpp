@@ -280,6 +280,29 @@ std::string header(const Res& r, std::string_view name) {
   return it == r.end() ? std::string() : std::string(it->value());
 }
 
+namespace {
+// GTEST_SKIP returns from the function it is in: a void one.
+void redis_url_into(std::string_view kv, std::string& out) {
+  if (kv != "redis") return;
+  const char* url = std::getenv("ALOU_TEST_REDIS_URL");
+  if (url == nullptr || *url == '\0') {
+    const char* require = std::getenv("ALOU_TEST_REQUIRE_REDIS");
+    if (require != nullptr && std::string_view(require) == "1") {
+      ADD_FAILURE() << "ALOU_TEST_REQUIRE_REDIS=1 but ALOU_TEST_REDIS_URL is not set";
+      return;
+    }
+    GTEST_SKIP() << "set ALOU_TEST_REDIS_URL to run against Redis";
+  }
+  out = url;
+}
+}  // namespace
+
+std::string redis_url_for(std::string_view kv) {
+  std::string out;
+  redis_url_into(kv, out);
+  return out;
+}
+
 std::string unique_name(std::string_view prefix) {
   static std::atomic<int> counter{0};
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();

@@ -151,6 +151,13 @@ class AppTest : public ::testing::Test {
   bool boot_in_setup_ = true;
 };
 
+// For fixtures parameterized over the KV ("embedded" or "redis"): the
+// Redis URL to configure ("" for the embedded KV). Wanting Redis without
+// ALOU_TEST_REDIS_URL skips the test (fails it with
+// ALOU_TEST_REQUIRE_REDIS=1); the caller's SetUp then returns when
+// IsSkipped() or HasFailure().
+std::string redis_url_for(std::string_view kv);
+
 // A unique name for keys and temp dirs (pid + counter + clock).
 std::string unique_name(std::string_view prefix);
 // A fresh temp directory under $TMPDIR (or /tmp).

@@ -27,17 +27,8 @@ json chat_body(std::string_view content, bool stream = false) {
 class Idempotency : public AppTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "redis") {
-      const char* url = std::getenv("ALOU_TEST_REDIS_URL");
-      if (url == nullptr || *url == '\0') {
-        const char* require = std::getenv("ALOU_TEST_REQUIRE_REDIS");
-        if (require != nullptr && std::string_view(require) == "1") {
-          FAIL() << "ALOU_TEST_REQUIRE_REDIS=1 but ALOU_TEST_REDIS_URL is not set";
-        }
-        GTEST_SKIP() << "set ALOU_TEST_REDIS_URL to run against Redis";
-      }
-      redis_url_ = url;
-    }
+    redis_url_ = redis_url_for(GetParam());
+    if (IsSkipped() || HasFailure()) return;
     AppTest::SetUp();
     if (!booted()) return;
     auth::NewKey nk;
@@ -77,6 +68,22 @@ class Idempotency : public AppTest, public ::testing::WithParamInterface<std::st
     const Res r = get("/api/billing/balance", bearer(secret_));
     EXPECT_EQ(r.result_int(), 200) << r.body();
     return json::parse(r.body())["balance_nanos"].get<std::int64_t>();
+  }
+
+  // The whole streamed response of one request with an Idempotency-Key.
+  Res stream_with_key(std::string_view target, Headers h, const json& body, const std::string& idem) {
+    Client c(ep());
+    h.emplace_back("Content-Type", "application/json");
+    h.emplace_back("Idempotency-Key", idem);
+    EXPECT_FALSE(c.send(make_request(bhttp::verb::post, target, h, body.dump())));
+    ResParser p;
+    p.body_limit(boost::none);
+    EXPECT_FALSE(c.read_header(p));
+    EXPECT_FALSE(c.read_rest(p));
+    return p.release();
+  }
+  Res stream_chat(const json& body, const std::string& idem) {
+    return stream_with_key("/v1/chat/completions", bearer(secret_), body, idem);
   }
 
   // Each test run uses its own keys (Redis is shared between runs).
@@ -196,18 +203,7 @@ TEST_P(Idempotency, KeysAreScopedToTheCaller) {
 TEST_P(Idempotency, AStreamIsReplayedAsItWasSent) {
   const std::string idem = fresh("k");
   const json body = chat_body("one two three", true);
-  auto stream = [&]() {
-    Client c(ep());
-    Headers h = bearer(secret_);
-    h.emplace_back("Content-Type", "application/json");
-    h.emplace_back("Idempotency-Key", idem);
-    EXPECT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/chat/completions", h, body.dump())));
-    ResParser p;
-    p.body_limit(boost::none);
-    EXPECT_FALSE(c.read_header(p));
-    EXPECT_FALSE(c.read_rest(p));
-    return p.release();
-  };
+  auto stream = [&]() { return stream_chat(body, idem); };
   const Res first = stream();
   ASSERT_EQ(first.result_int(), 200);
   ASSERT_NE(first.body().find("data: [DONE]"), std::string::npos) << first.body();
@@ -226,15 +222,7 @@ TEST_P(Idempotency, AnAnthropicStreamIsReplayedToo) {
                      {"stream", true},
                      {"messages", json::array({{{"role", "user"}, {"content", "four five six"}}})}};
   auto send = [&]() {
-    Client c(ep());
-    Headers h = {{"x-api-key", secret_}, {"anthropic-version", "2023-06-01"}, {"Content-Type", "application/json"},
-                 {"Idempotency-Key", idem}};
-    EXPECT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/messages", h, body.dump())));
-    ResParser p;
-    p.body_limit(boost::none);
-    EXPECT_FALSE(c.read_header(p));
-    EXPECT_FALSE(c.read_rest(p));
-    return p.release();
+    return stream_with_key("/v1/messages", {{"x-api-key", secret_}, {"anthropic-version", "2023-06-01"}}, body, idem);
   };
   const Res first = send();
   ASSERT_EQ(first.result_int(), 200);
@@ -248,18 +236,7 @@ TEST_P(Idempotency, AnAnthropicStreamIsReplayedToo) {
 TEST_P(Idempotency, ACutStreamIsKeptAsDeliveredAndNotChargedAgain) {
   const std::string idem = fresh("k");
   const json body = chat_body("/cut 2 a b c d e f", true);
-  auto send = [&]() {
-    Client c(ep());
-    Headers h = bearer(secret_);
-    h.emplace_back("Content-Type", "application/json");
-    h.emplace_back("Idempotency-Key", idem);
-    EXPECT_FALSE(c.send(make_request(bhttp::verb::post, "/v1/chat/completions", h, body.dump())));
-    ResParser p;
-    p.body_limit(boost::none);
-    EXPECT_FALSE(c.read_header(p));
-    EXPECT_FALSE(c.read_rest(p));
-    return p.release();
-  };
+  auto send = [&]() { return stream_chat(body, idem); };
   const Res first = send();
   ASSERT_NE(first.body().find("upstream_disconnected"), std::string::npos) << first.body();
   ASSERT_EQ(charges(), 1);

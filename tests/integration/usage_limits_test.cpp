@@ -27,17 +27,8 @@ void expect_error(const Res& r, int status, std::string_view code) {
 class UsageLimits : public AppTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "redis") {
-      const char* url = std::getenv("ALOU_TEST_REDIS_URL");
-      if (url == nullptr || *url == '\0') {
-        const char* require = std::getenv("ALOU_TEST_REQUIRE_REDIS");
-        if (require != nullptr && std::string_view(require) == "1") {
-          FAIL() << "ALOU_TEST_REQUIRE_REDIS=1 but ALOU_TEST_REDIS_URL is not set";
-        }
-        GTEST_SKIP() << "set ALOU_TEST_REDIS_URL to run against Redis";
-      }
-      redis_url_ = url;
-    }
+    redis_url_ = redis_url_for(GetParam());
+    if (IsSkipped() || HasFailure()) return;
     AppTest::SetUp();
   }
 

@@ -96,15 +96,8 @@ struct SolKey {
 class Wallet : public AppTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "redis") {
-      const char* url = std::getenv("ALOU_TEST_REDIS_URL");
-      if (url == nullptr || *url == '\0') {
-        const char* require = std::getenv("ALOU_TEST_REQUIRE_REDIS");
-        if (require != nullptr && std::string_view(require) == "1") FAIL() << "ALOU_TEST_REDIS_URL is not set";
-        GTEST_SKIP() << "set ALOU_TEST_REDIS_URL to run against Redis";
-      }
-      redis_url_ = url;
-    }
+    redis_url_ = redis_url_for(GetParam());
+    if (IsSkipped() || HasFailure()) return;
     AppTest::SetUp();
   }
   void configure(Settings& s) override {
