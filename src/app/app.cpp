@@ -98,6 +98,10 @@ class AppImpl final : public App {
                                              kv_.get());
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
+    // Keys stored or deleted through the admin API apply at once.
+    provider_keys_->on_change([g = gateway_.get()](const std::string& provider, std::string key) {
+      return g->set_provider_key(provider, std::move(key));
+    });
 
     auto wallet = wallet::Service::create(settings_, *db_, *kv_);
     if (!wallet) return wallet.error();

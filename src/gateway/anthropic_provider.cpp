@@ -36,6 +36,7 @@ class AnthropicProvider final : public Provider {
 
   const std::string& name() const override { return name_; }
   std::string_view kind() const override { return "anthropic"; }
+  bool set_api_key(std::string key) override { return key_.set(std::move(key)); }
 
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     auto req = make_request(body, false);
@@ -81,7 +82,7 @@ class AnthropicProvider final : public Provider {
     http::ClientRequest req;
     req.method = http::Verb::post;
     req.url = base_ + "/messages";
-    if (!key_.empty()) req.headers.emplace_back("x-api-key", key_);
+    if (std::string key = key_.get(); !key.empty()) req.headers.emplace_back("x-api-key", std::move(key));
     req.headers.emplace_back("anthropic-version", version_);
     req.headers.emplace_back("content-type", "application/json");
     req.body = translated->dump();
@@ -90,7 +91,7 @@ class AnthropicProvider final : public Provider {
 
   std::string name_;
   std::string base_;
-  std::string key_;
+  KeySlot key_;
   std::string version_;
   anthropic::UpstreamOptions options_;
   std::shared_ptr<http::Client> client_;

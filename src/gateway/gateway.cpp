@@ -104,6 +104,7 @@ const char* state_name(Breaker::State s) {
 
 struct Target {
   Provider* provider;
+  const std::atomic<bool>* ready;  // false while its provider waits for a key
   std::string model;
   std::uint32_t weight;
   Breaker* breaker;
@@ -225,15 +226,18 @@ class GatewayImpl final : public Gateway {
       ProviderState st{p.name, p.kind, false, {}};
       std::string key;
       const auto stored = stored_keys.find(p.name);
+      // A provider whose key variable is unset and that has no stored key
+      // is built but waits: a key stored through the admin API enables it.
+      bool waiting = false;
       if (!p.api_key_env.empty()) {
+        needs_key_.emplace(p.name, p.api_key_env);
         if (auto v = process_env(p.api_key_env.c_str()); v && !v->empty()) {
           key = *v;
         } else if (stored != stored_keys.end()) {
           key = stored->second;
         } else {
           st.reason = p.api_key_env + " is not set";
-          states_.push_back(st);
-          continue;
+          waiting = true;
         }
       } else if (stored != stored_keys.end()) {
         key = stored->second;
@@ -258,9 +262,10 @@ class GatewayImpl final : public Gateway {
       } else {
         st.reason = "provider kind \"" + p.kind + "\" is not supported by this build yet";
       }
-      st.enabled = impl != nullptr;
+      st.enabled = impl != nullptr && !waiting;
       states_.push_back(st);
       if (impl) {
+        ready_.emplace(p.name, std::make_unique<std::atomic<bool>>(st.enabled));
         // Created up front: the hot path only touches atomics.
         latency_[p.name] = &m.histogram("alou_gateway_upstream_seconds",
                                         "Upstream call time: a whole buffered answer, or a stream's first chunk",
@@ -281,7 +286,8 @@ class GatewayImpl final : public Gateway {
         auto& breaker = *slot;
         auto& gauge = m.gauge("alou_gateway_breaker_open", "1 while a route's circuit breaker is open",
                               {{"provider", r.provider}, {"model", upstream_model}});
-        e.routes.push_back(Target{it->second.get(), upstream_model, r.weight, &breaker, &gauge});
+        e.routes.push_back(
+            Target{it->second.get(), ready_.at(r.provider).get(), upstream_model, r.weight, &breaker, &gauge});
       }
       models_.emplace(ms.name, std::move(e));
     }
@@ -305,9 +311,31 @@ class GatewayImpl final : public Gateway {
     router.get("/v1/models/{model}", [this](http::Exchange& ex) { return get_model(ex); }, listing);
   }
 
+  bool set_provider_key(const std::string& name, std::string key) override {
+    const auto it = providers_.find(name);
+    if (it == providers_.end()) return false;
+    const bool removed = key.empty();
+    if (!it->second->set_api_key(std::move(key))) return false;
+    const auto needs = needs_key_.find(name);
+    const bool ready = !removed || needs == needs_key_.end();
+    ready_.at(name)->store(ready);
+    {
+      const std::lock_guard lock(state_mu_);
+      for (auto& st : states_) {
+        if (st.name != name) continue;
+        st.enabled = ready;
+        st.reason = ready ? std::string() : needs->second + " is not set";
+      }
+    }
+    spdlog::info("provider {}: API key {} (in effect now){}", name, removed ? "removed" : "replaced",
+                 ready ? "" : "; the provider is disabled until a key is set");
+    return true;
+  }
+
   json status() const override {
     json out = json::array();
     const auto now = steady_ms();
+    const std::lock_guard lock(state_mu_);
     for (const auto& st : states_) {
       json p = {{"name", st.name}, {"kind", st.kind}, {"enabled", st.enabled}};
       if (!st.enabled) p["reason"] = st.reason;
@@ -331,7 +359,9 @@ class GatewayImpl final : public Gateway {
   bool available(const std::string& name, int depth = 0) const {
     auto it = models_.find(name);
     if (it == models_.end() || depth > 4) return false;
-    if (!it->second.routes.empty()) return true;
+    for (const auto& t : it->second.routes) {
+      if (t.ready->load(std::memory_order_relaxed)) return true;
+    }
     for (const auto& f : it->second.fallbacks) {
       if (available(f, depth + 1)) return true;
     }
@@ -376,7 +406,7 @@ class GatewayImpl final : public Gateway {
     for (const auto* e : chain) {
       std::vector<const Target*> pool;
       for (const auto& t : e->routes) {
-        if (t.breaker->allow(now)) pool.push_back(&t);
+        if (t.ready->load(std::memory_order_relaxed) && t.breaker->allow(now)) pool.push_back(&t);
       }
       while (!pool.empty() && out.size() < kMaxTargets) {
         std::uint32_t total = 0;
@@ -1034,7 +1064,10 @@ class GatewayImpl final : public Gateway {
   std::unordered_map<std::string, metrics::Histogram*> durations_;
   std::shared_ptr<http::Client> client_;
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
+  mutable std::mutex state_mu_;  // guards states_' enabled and reason
   std::vector<ProviderState> states_;
+  std::unordered_map<std::string, std::unique_ptr<std::atomic<bool>>> ready_;  // by provider
+  std::unordered_map<std::string, std::string> needs_key_;  // provider -> its api_key_env
   std::unordered_map<std::string, ModelEntry> models_;
   std::unordered_map<std::string, metrics::Histogram*> latency_;  // by provider
   std::deque<Breaker> breakers_;  // stable addresses

@@ -37,6 +37,7 @@ class GeminiProvider final : public Provider {
 
   const std::string& name() const override { return name_; }
   std::string_view kind() const override { return "gemini"; }
+  bool set_api_key(std::string key) override { return key_.set(std::move(key)); }
 
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     auto req = make_request(body, false);
@@ -84,7 +85,7 @@ class GeminiProvider final : public Provider {
     http::ClientRequest req;
     req.method = http::Verb::post;
     req.url = base_ + "/models/" + *model + (stream ? ":streamGenerateContent?alt=sse" : ":generateContent");
-    if (!key_.empty()) req.headers.emplace_back("x-goog-api-key", key_);
+    if (std::string key = key_.get(); !key.empty()) req.headers.emplace_back("x-goog-api-key", std::move(key));
     req.headers.emplace_back("content-type", "application/json");
     req.body = translated->dump();
     return req;
@@ -92,7 +93,7 @@ class GeminiProvider final : public Provider {
 
   std::string name_;
   std::string base_;
-  std::string key_;
+  KeySlot key_;
   std::shared_ptr<http::Client> client_;
 };
 

@@ -81,6 +81,7 @@ class OpenAiProvider final : public Provider {
 
   const std::string& name() const override { return name_; }
   std::string_view kind() const override { return kind_; }
+  bool set_api_key(std::string key) override { return key_.set(std::move(key)); }
 
   boost::asio::awaitable<UpResult<std::string>> embeddings(const json& body) override {
     auto r = co_await post(body, "embeddings");
@@ -122,13 +123,14 @@ class OpenAiProvider final : public Provider {
   http::ClientRequest make_request(const json& body, std::string_view op = "chat/completions") const {
     http::ClientRequest req;
     req.method = http::Verb::post;
+    const std::string key = key_.get();
     if (kind_ == "azure") {
       const std::string deployment = body.value("model", "");
       req.url = base_ + "/openai/deployments/" + deployment + "/" + std::string(op) + "?api-version=" + api_version_;
-      if (!key_.empty()) req.headers.emplace_back("api-key", key_);
+      if (!key.empty()) req.headers.emplace_back("api-key", key);
     } else {
       req.url = base_ + "/" + std::string(op);
-      if (!key_.empty()) req.headers.emplace_back("authorization", "Bearer " + key_);
+      if (!key.empty()) req.headers.emplace_back("authorization", "Bearer " + key);
     }
     req.headers.emplace_back("content-type", "application/json");
     req.body = body.dump();
@@ -138,7 +140,7 @@ class OpenAiProvider final : public Provider {
   std::string name_;
   std::string kind_;
   std::string base_;
-  std::string key_;
+  KeySlot key_;
   std::string api_version_;
   std::shared_ptr<http::Client> client_;
 };

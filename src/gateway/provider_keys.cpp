@@ -244,7 +244,8 @@ void ProviderKeys::add_routes(http::Router& router) {
               "expected {\"api_key\": \"...\"}: a string of 8 to 4096 printable characters", "invalid_body"));
         }
         log::add_secret(key);
-        auto write = [name, sealed = master_->seal(name, key), at = now_ms()](SQLite::Database& c) {
+        const auto at = now_ms();
+        auto write = [name, sealed = master_->seal(name, key), at](SQLite::Database& c) {
           SQLite::Statement st(c,
                                "INSERT INTO provider_keys (provider, sealed, updated_at_ms) VALUES (?,?,?)"
                                " ON CONFLICT(provider) DO UPDATE SET sealed = excluded.sealed,"
@@ -260,9 +261,18 @@ void ProviderKeys::add_routes(http::Router& router) {
           spdlog::error("[{}] cannot store the key of provider {}: {}", ex.request_id, name, e.what());
           co_return ex.error(Error::internal("cannot store the provider key", "storage_error"));
         }
-        spdlog::info("[{}] key of provider {} stored (encrypted); used from the next start", ex.request_id, name);
         const bool env = env_has_key(providers_.at(name));
-        json body = {{"provider", name}, {"key_source", env ? "env" : "stored"}, {"restart_required", !env}};
+        // The running gateway takes it at once (unless the environment's wins).
+        const bool applied = !env && apply_ && apply_(name, key);
+        if (applied) {
+          const std::lock_guard lock(mu_);
+          loaded_[name] = at;
+        }
+        spdlog::info("[{}] key of provider {} stored (encrypted); {}", ex.request_id, name,
+                     env ? "the environment's key stays in use" : applied ? "in use now" : "used from the next start");
+        json body = {{"provider", name},
+                     {"key_source", env ? "env" : "stored"},
+                     {"restart_required", !env && !applied}};
         co_return ex.json(http::Status::ok, body.dump());
       },
       owner);
@@ -289,9 +299,14 @@ void ProviderKeys::add_routes(http::Router& router) {
         if (!deleted) {
           co_return ex.error(Error::not_found("provider \"" + name + "\" has no stored key", "provider_key_not_found"));
         }
-        spdlog::info("[{}] stored key of provider {} deleted", ex.request_id, name);
         const bool env = env_has_key(providers_.at(name));
-        json body = {{"provider", name}, {"key_source", env ? "env" : "none"}, {"restart_required", !env}};
+        const bool applied = !env && apply_ && apply_(name, std::string());
+        if (applied) {
+          const std::lock_guard lock(mu_);
+          loaded_.erase(name);
+        }
+        spdlog::info("[{}] stored key of provider {} deleted{}", ex.request_id, name, applied ? " (in effect now)" : "");
+        json body = {{"provider", name}, {"key_source", env ? "env" : "none"}, {"restart_required", !env && !applied}};
         co_return ex.json(http::Status::ok, body.dump());
       },
       owner);

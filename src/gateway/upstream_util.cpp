@@ -11,6 +11,13 @@
 
 namespace alou::gateway {
 
+bool KeySlot::set(std::string key) {
+  log::add_secret(key);
+  const std::lock_guard lock(mu_);
+  key_ = std::move(key);
+  return true;
+}
+
 using nlohmann::json;
 
 UpstreamFailure failure_from_response(std::string_view provider, int status, std::string_view body,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,22 @@ class ClientStream;
 }
 
 namespace alou::gateway {
+
+// A provider's API key, replaceable while requests read it.
+class KeySlot {
+ public:
+  explicit KeySlot(std::string key) : key_(std::move(key)) {}
+  std::string get() const {
+    const std::lock_guard lock(mu_);
+    return key_;
+  }
+  // Registers the key as a log secret too. Returns true.
+  bool set(std::string key);
+
+ private:
+  mutable std::mutex mu_;
+  std::string key_;
+};
 
 // A non-200 upstream answer -> a failure: the upstream's own message
 // (redacted; read from {"error":{"message"}}, which OpenAI, Anthropic and

@@ -128,8 +128,8 @@ class ProviderKeysTest : public AppTest {
   Upstream upstream_;
 };
 
-TEST_F(ProviderKeysTest, StoredKeyIsUsedAfterARestart) {
-  // No key in the environment: the provider is disabled.
+TEST_F(ProviderKeysTest, AStoredKeyIsUsedAtOnceAndAfterARestart) {
+  // No key in the environment: the provider waits for one.
   EXPECT_EQ(providers()["keyed"]["key_source"], "none");
   EXPECT_EQ(providers()["mock"]["key_source"], "none");
   expect_error(chat_ghost(), 503, "no_provider");
@@ -138,11 +138,11 @@ TEST_F(ProviderKeysTest, StoredKeyIsUsedAfterARestart) {
   ASSERT_EQ(put.result_int(), 200) << put.body();
   EXPECT_EQ(put.body().find(kUpstreamKey), std::string::npos);
   EXPECT_EQ(parse(put.body())["key_source"], "stored");
-  EXPECT_EQ(parse(put.body())["restart_required"], true);
+  EXPECT_EQ(parse(put.body())["restart_required"], false);
   EXPECT_EQ(log::redact(std::string("upstream said ") + kUpstreamKey), "upstream said [redacted]");
   json listed = providers();
   EXPECT_EQ(listed["keyed"]["key_source"], "stored");
-  EXPECT_EQ(listed["keyed"]["restart_required"], true);
+  EXPECT_EQ(listed["keyed"]["restart_required"], false);
   EXPECT_EQ(listed["keyed"]["api_key_env"], kKeyEnv);
   // Encrypted at rest: the row does not contain the key.
   const std::string sealed = app_->db().run_sync([](SQLite::Database& c) {
@@ -152,22 +152,42 @@ TEST_F(ProviderKeysTest, StoredKeyIsUsedAfterARestart) {
   EXPECT_GT(sealed.size(), 40u);
   EXPECT_EQ(sealed.find("sk-upstream"), std::string::npos);
 
-  restart();
-  EXPECT_EQ(providers()["keyed"]["restart_required"], false);
-  const Res ok = chat_ghost();
-  ASSERT_EQ(ok.result_int(), 200) << ok.body();
-  EXPECT_EQ(parse(ok.body())["choices"][0]["message"]["content"], "echo: hello");
-  {
+  // In use now, without a restart.
+  const auto expect_served_with = [&](const std::string& key) {
+    const Res ok = chat_ghost();
+    ASSERT_EQ(ok.result_int(), 200) << ok.body();
+    EXPECT_EQ(parse(ok.body())["choices"][0]["message"]["content"], "echo: hello");
     std::lock_guard lock(upstream_.recorder->mu);
     ASSERT_FALSE(upstream_.recorder->seen.empty());
-    EXPECT_EQ(upstream_.recorder->seen.back(), std::string("Bearer ") + kUpstreamKey);
+    EXPECT_EQ(upstream_.recorder->seen.back(), "Bearer " + key);
+  };
+  expect_served_with(kUpstreamKey);
+  const Res st = get("/api/status", bearer(kAdminKey));
+  ASSERT_EQ(st.result_int(), 200);
+  const json status = parse(st.body());  // named: a range-for over a temporary's member is dangling
+  for (const auto& p : status["providers"]) {
+    if (p["name"] == "keyed") {
+      EXPECT_EQ(p["enabled"], true) << st.body();
+    }
   }
 
-  // Deleted: gone from the listing, and from the provider at the next start.
+  // Replaced: the next request carries the new key.
+  const std::string rotated = std::string(kUpstreamKey) + "-rotated";
+  ASSERT_EQ(put_key("keyed", json{{"api_key", rotated}}.dump()).result_int(), 200);
+  expect_served_with(rotated);
+
+  // And after a restart, from the database.
+  restart();
+  EXPECT_EQ(providers()["keyed"]["restart_required"], false);
+  expect_served_with(rotated);
+
+  // Deleted: gone from the listing and from the provider at once.
   const Res del = request(bhttp::verb::delete_, "/api/admin/providers/keyed/key", bearer(kAdminKey));
   ASSERT_EQ(del.result_int(), 200) << del.body();
+  EXPECT_EQ(parse(del.body())["restart_required"], false);
   EXPECT_EQ(stored_rows(), 0);
   EXPECT_EQ(providers()["keyed"]["key_source"], "none");
+  expect_error(chat_ghost(), 503, "no_provider");
   expect_error(request(bhttp::verb::delete_, "/api/admin/providers/keyed/key", bearer(kAdminKey)), 404,
                "provider_key_not_found");
   restart();

@@ -43,6 +43,11 @@ class Gateway {
                                                  storage::Kv* kv = nullptr);
   // POST /v1/chat/completions, GET /v1/models.
   virtual void add_routes(http::Router& router) = 0;
+  // Replaces a provider's API key at once (stored or deleted through the
+  // admin API). An empty key disables a provider that has an api_key_env
+  // until a key is set again. False: no such provider, or its kind takes no
+  // key (the change then waits for a restart).
+  virtual bool set_provider_key(const std::string& provider, std::string key) = 0;
   // For /api/status: providers and their state.
   virtual nlohmann::json status() const = 0;
 };

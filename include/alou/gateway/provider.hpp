@@ -52,6 +52,13 @@ class Provider {
   virtual boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const nlohmann::json& body) = 0;
   // OpenAI embeddings request -> the OpenAI embeddings response JSON text.
   virtual boost::asio::awaitable<UpResult<std::string>> embeddings(const nlohmann::json& body) = 0;
+  // Replaces the API key sent upstream from the next request on (a key
+  // stored or deleted through the admin API while running). False: this
+  // kind sends no key.
+  virtual bool set_api_key(std::string key) {
+    (void)key;
+    return false;
+  }
 };
 
 }  // namespace alou::gateway

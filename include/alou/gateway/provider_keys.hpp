@@ -5,8 +5,9 @@
 //
 // A provider takes its key from the environment variable named by its
 // `api_key_env` when that is set; otherwise from the stored key, read and
-// decrypted at start (a key stored or deleted while running takes effect at
-// the next start: the listing says `restart_required`). Keys never appear in
+// decrypted at start; a key stored or deleted while running is handed to
+// the running gateway through on_change (other instances take it at their
+// next start: the listing says `restart_required`). Keys never appear in
 // responses, errors or logs: each one is registered with log::add_secret as
 // soon as it is seen.
 //
@@ -19,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,6 +78,12 @@ class ProviderKeys final {
   Result<std::map<std::string, std::string>> load_blocking();
 
   void add_routes(http::Router& router);
+  // Called when a key is stored (the key) or deleted (""), unless the
+  // provider's environment variable holds a key (it wins); returns whether
+  // the running gateway applied it (Gateway::set_provider_key). Without
+  // it, or when it returns false, changes wait for a restart.
+  using Apply = std::function<bool(const std::string& provider, std::string key)>;
+  void on_change(Apply apply) { apply_ = std::move(apply); }
 
  private:
   struct Provider {
@@ -92,6 +100,7 @@ class ProviderKeys final {
   // which changes wait for a restart.
   std::mutex mu_;
   std::map<std::string, std::int64_t> loaded_;
+  Apply apply_;
 };
 
 }  // namespace alou::gateway
