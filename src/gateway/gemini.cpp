@@ -1,6 +1,9 @@
 #include "gemini.hpp"
 
+#include <sodium.h>
+
 #include <algorithm>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -406,6 +409,98 @@ std::optional<UpstreamFailure> ChunkTranslator::on_end(std::vector<std::string>&
   }
   out.push_back(make_usage_chunk(id_, ids_.created, model_, openai_usage(usage_)));
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------- embeddings
+
+namespace {
+
+// The texts of an OpenAI embeddings `input`; 400 for token ids.
+Result<std::vector<std::string>> embedding_texts(const json& openai) {
+  const auto input = openai.find("input");
+  std::vector<std::string> texts;
+  if (input != openai.end() && input->is_string()) {
+    texts.push_back(input->get<std::string>());
+  } else if (input != openai.end() && input->is_array() && !input->empty()) {
+    for (const auto& x : *input) {
+      if (!x.is_string()) {
+        return Error::bad_request("provider kind gemini takes input as text only (no token ids)", "invalid_request");
+      }
+      texts.push_back(x.get<std::string>());
+    }
+  } else {
+    return Error::bad_request("input must be a string or a non-empty array of strings", "invalid_input");
+  }
+  return texts;
+}
+
+std::string float32_base64(const json& values) {
+  std::string bytes;
+  bytes.reserve(values.size() * 4);
+  for (const auto& v : values) {
+    const auto f = static_cast<float>(v.get<double>());
+    std::uint32_t u = 0;
+    std::memcpy(&u, &f, sizeof u);
+    for (int k = 0; k < 4; ++k) bytes += static_cast<char>((u >> (8 * k)) & 0xFF);
+  }
+  std::string out(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  out.pop_back();  // the terminating NUL
+  return out;
+}
+
+}  // namespace
+
+Result<json> to_batch_embed_request(const json& openai, const std::string& model) {
+  auto texts = embedding_texts(openai);
+  if (!texts) return texts.error();
+  const std::string format = openai.value("encoding_format", "float");
+  if (format != "float" && format != "base64") {
+    return Error::bad_request("encoding_format must be \"float\" or \"base64\"", "invalid_request");
+  }
+  std::optional<std::int64_t> dims;
+  if (const auto d = openai.find("dimensions"); d != openai.end() && !d->is_null()) {
+    if (!d->is_number_integer() || d->get<std::int64_t>() < 1) {
+      return Error::bad_request("dimensions must be a positive integer", "invalid_request");
+    }
+    dims = d->get<std::int64_t>();
+  }
+  json requests = json::array();
+  for (auto& t : *texts) {
+    json r = {{"model", "models/" + model}, {"content", {{"parts", json::array({{{"text", std::move(t)}}})}}}};
+    if (dims) r["outputDimensionality"] = *dims;
+    requests.push_back(std::move(r));
+  }
+  json out = {{"requests", std::move(requests)}};
+  return Result<json>(boost::system::in_place_value, std::move(out));
+}
+
+std::optional<std::string> to_openai_embeddings(const json& response, const json& openai) {
+  const auto embeddings = response.find("embeddings");
+  if (!response.is_object() || embeddings == response.end() || !embeddings->is_array()) return std::nullopt;
+  auto texts = embedding_texts(openai);
+  if (!texts || texts->size() != embeddings->size()) return std::nullopt;
+  const bool base64 = openai.value("encoding_format", "float") == "base64";
+  json data = json::array();
+  std::int64_t chars = 0;
+  for (std::size_t i = 0; i < embeddings->size(); ++i) {
+    const auto& e = (*embeddings)[i];
+    if (!e.is_object() || !e.contains("values") || !e["values"].is_array()) return std::nullopt;
+    for (const auto& v : e["values"]) {
+      if (!v.is_number()) return std::nullopt;
+    }
+    json item = {{"object", "embedding"}, {"index", i}};
+    item["embedding"] = base64 ? json(float32_base64(e["values"])) : e["values"];
+    data.push_back(std::move(item));
+    chars += static_cast<std::int64_t>((*texts)[i].size());
+  }
+  const std::int64_t prompt = (chars + 3) / 4;
+  const json out = {{"object", "list"},
+                    {"data", std::move(data)},
+                    {"model", openai.value("model", "")},
+                    {"usage", {{"prompt_tokens", prompt}, {"total_tokens", prompt}}}};
+  return out.dump();
 }
 
 }  // namespace alou::gateway::gemini

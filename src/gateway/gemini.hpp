@@ -28,6 +28,19 @@ Result<std::string> model_path(std::string_view model);
 // unknown roles or parts, a tool result that answers no earlier tool call.
 Result<nlohmann::json> to_generate_request(const nlohmann::json& openai);
 
+// An OpenAI embeddings request -> a BatchEmbedContentsRequest for
+// models/`model`: `input` a string or an array of strings, `dimensions` as
+// outputDimensionality. 400 (invalid_request) for token-id inputs, which
+// Gemini cannot take, and for an encoding_format other than float/base64.
+Result<nlohmann::json> to_batch_embed_request(const nlohmann::json& openai, const std::string& model);
+
+// A BatchEmbedContentsResponse -> the OpenAI embeddings response text, each
+// vector as floats or, with encoding_format "base64" (what the openai SDKs
+// ask for by default), as base64 of little-endian float32. Gemini reports
+// no usage here: prompt_tokens is estimated as ceil(characters / 4).
+// nullopt when it is not such a response (or has another count of vectors).
+std::optional<std::string> to_openai_embeddings(const nlohmann::json& response, const nlohmann::json& openai);
+
 // Gemini finishReason -> OpenAI finish_reason (`called`: the candidate
 // called a function, which Gemini reports as STOP).
 const char* finish_reason(std::string_view reason, bool called);

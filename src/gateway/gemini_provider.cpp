@@ -71,9 +71,30 @@ class GeminiProvider final : public Provider {
     co_return out;
   }
 
-  boost::asio::awaitable<UpResult<std::string>> embeddings(const json&) override {
-    co_return bad_request(Error::bad_request("embeddings are not supported by provider " + name_ + " (kind gemini)",
-                                             "embeddings_not_supported"));
+  // batchEmbedContents; Gemini reports no usage for it, so prompt tokens
+  // are estimated from the input's length (marked nowhere else: the
+  // response carries OpenAI's usage shape).
+  boost::asio::awaitable<UpResult<std::string>> embeddings(const json& body) override {
+    auto model = gemini::model_path(body.value("model", ""));
+    if (!model) co_return bad_request(model.error());
+    auto translated = gemini::to_batch_embed_request(body, *model);
+    if (!translated) co_return bad_request(translated.error());
+    http::ClientRequest req;
+    req.method = http::Verb::post;
+    req.url = base_ + "/models/" + *model + ":batchEmbedContents";
+    if (std::string key = key_.get(); !key.empty()) req.headers.emplace_back("x-goog-api-key", std::move(key));
+    req.headers.emplace_back("content-type", "application/json");
+    req.body = translated->dump();
+    auto res = co_await client_->request(std::move(req));
+    if (!res) co_return failure_from_error(name_, res.error());
+    if (res->status != 200) {
+      co_return failure_from_response(name_, effective_status(res->status, res->body), res->body,
+                                      res->headers[http::bhttp::field::retry_after]);
+    }
+    const json r = json::parse(res->body, nullptr, false);
+    auto out = gemini::to_openai_embeddings(r, body);
+    if (!out) co_return protocol_failure(name_, "sent a response that is not a BatchEmbedContentsResponse");
+    co_return std::move(*out);
   }
 
  private:

@@ -170,9 +170,15 @@ net::awaitable<http::Response> gemini(http::Exchange& ex) {
   const auto colon = model_action.rfind(':');
   const std::string_view model = model_action.substr(0, colon);
   const std::string_view action = colon == std::string_view::npos ? std::string_view{} : model_action.substr(colon + 1);
+  if (!model.empty() && action == "batchEmbedContents") {
+    auto out = wire::gemini_embeddings(ex.request().body());
+    if (!out) co_return error_response(ex, Api::kGemini, out.error());
+    co_return ex.json(http::Status::ok, std::move(*out));
+  }
   if (model.empty() || (action != "generateContent" && action != "streamGenerateContent")) {
     const Error e = Error::not_found("unknown model action \"" + std::string(model_action) +
-                                     "\": use MODEL:generateContent or MODEL:streamGenerateContent");
+                                     "\": use MODEL:generateContent, MODEL:streamGenerateContent or"
+                                     " MODEL:batchEmbedContents");
     co_return error_response(ex, Api::kGemini, e);
   }
   auto req = wire::parse_gemini(ex.request().body(), model);

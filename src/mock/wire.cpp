@@ -566,6 +566,38 @@ Result<std::string> openai_embeddings(std::string_view body) {
   return out.dump();
 }
 
+Result<std::string> gemini_embeddings(std::string_view body) {
+  json j;
+  if (auto e = parse_object(body, j)) return *e;
+  const auto requests = j.find("requests");
+  if (requests == j.end() || !requests->is_array() || requests->empty()) {
+    return invalid("'requests' must be a non-empty array");
+  }
+  json embeddings = json::array();
+  for (const auto& r : *requests) {
+    if (!r.is_object() || !r.contains("content") || !r["content"].is_object()) {
+      return invalid("each request needs a 'content' object");
+    }
+    int dims = kDefaultDims;
+    if (const auto d = r.find("outputDimensionality"); d != r.end()) {
+      if (!d->is_number_integer() || d->get<std::int64_t>() < 1 || d->get<std::int64_t>() > kMaxDims) {
+        return invalid("'outputDimensionality' must be an integer 1..4096");
+      }
+      dims = d->get<int>();
+    }
+    std::string text;
+    const auto parts = r["content"].find("parts");
+    if (parts == r["content"].end() || !parts->is_array()) return invalid("'content.parts' must be an array");
+    for (const auto& p : *parts) {
+      if (!p.is_object() || !p.contains("text") || !p["text"].is_string()) return invalid("parts must be text parts");
+      text += p["text"].get<std::string>();
+    }
+    embeddings.push_back({{"values", embedding(text, dims)}});
+  }
+  const json out = {{"embeddings", std::move(embeddings)}};
+  return out.dump();
+}
+
 std::string openai_models() {
   json data = json::array();
   for (const char* id : {"mock", "mock-embedding"}) {

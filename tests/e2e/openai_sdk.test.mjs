@@ -240,7 +240,7 @@ describe('tools', () => {
 });
 
 describe('embeddings', () => {
-  for (const model of ['mock', 'remote', 'azure']) {
+  for (const model of ['mock', 'remote', 'azure', 'gemini']) {
     test(`embeddings.create on ${model} returns deterministic vectors with usage`, async () => {
       const r = await client().embeddings.create({ model, input: ['hello', 'world'], encoding_format: 'float' });
       assert.equal(r.object, 'list');
@@ -251,6 +251,16 @@ describe('embeddings', () => {
       const again = await client().embeddings.create({ model, input: 'hello', encoding_format: 'float' });
       assert.deepEqual(again.data[0].embedding, r.data[0].embedding);
       assert.ok(r.usage.prompt_tokens > 0);
+    });
+  }
+  for (const model of ['remote', 'gemini']) {
+    test(`embeddings.create on ${model} with the SDK's default (base64) decodes to the float vectors`, async () => {
+      const f = await client().embeddings.create({ model, input: 'hello', encoding_format: 'float' });
+      const b = await client().embeddings.create({ model, input: 'hello' });  // the SDK asks for base64
+      assert.equal(b.data[0].embedding.length, f.data[0].embedding.length);
+      for (let i = 0; i < f.data[0].embedding.length; i++) {
+        assert.ok(Math.abs(b.data[0].embedding[i] - f.data[0].embedding[i]) < 1e-6, `component ${i}`);
+      }
     });
   }
 });

@@ -5,6 +5,8 @@
 // tool results, and the faults /fail 500, /fail 429, /slow, /cut and an
 // upstream that is down.
 #include "harness.hpp"
+
+#include "alou/mock/wire.hpp"
 #include "mock_upstream.hpp"
 
 #include "alou/core/metrics.hpp"
@@ -669,12 +671,40 @@ TEST_F(AdaptersTest, UntranslatableRequestIs400WithoutAnUpstreamCall) {
   EXPECT_EQ(upstream_.recorder->anthropic.load(), 0);
 }
 
-TEST_F(AdaptersTest, EmbeddingsAreNotSupported) {
-  for (const auto& k : kKinds) {
-    SCOPED_TRACE(k.kind);
-    const Res r = post("/v1/embeddings", {{"model", k.model}, {"input", "hello"}});
-    expect_openai_error(r, 400, "embeddings_not_supported");
-  }
+// Anthropic has no embeddings API: 400 without an upstream call. Gemini's
+// batchEmbedContents gives the same vectors mock-upstream's OpenAI route
+// gives for the same texts, as floats or base64.
+TEST_F(AdaptersTest, EmbeddingsOverGeminiAndNotOverAnthropic) {
+  expect_openai_error(post("/v1/embeddings", {{"model", "claude"}, {"input", "hello"}}), 400,
+                      "embeddings_not_supported");
+  EXPECT_EQ(upstream_.recorder->anthropic.load(), 0);
+
+  const json req = {{"model", "gemini"}, {"input", json::array({"hello", "world!"})}, {"dimensions", 4}};
+  const Res r = post("/v1/embeddings", req);
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  EXPECT_EQ(upstream_.recorder->target(), "/v1beta/models/gemini-x:batchEmbedContents");
+  EXPECT_EQ(upstream_.recorder->header("x-goog-api-key"), kGeminiKey);
+  const json got = parse(r.body());
+  auto same_texts = alou::mock::wire::openai_embeddings(
+      json{{"model", "x"}, {"input", json::array({"hello", "world!"})}, {"dimensions", 4}}.dump());
+  ASSERT_TRUE(same_texts);
+  const json want = parse(*same_texts);
+  ASSERT_EQ(got["data"].size(), 2u) << r.body();
+  EXPECT_EQ(got["data"][0]["embedding"], want["data"][0]["embedding"]);
+  EXPECT_EQ(got["data"][1]["embedding"], want["data"][1]["embedding"]);
+  EXPECT_EQ(got["usage"]["prompt_tokens"], 3);  // ceil(11 / 4), estimated: Gemini reports none
+
+  json b64 = req;
+  b64["encoding_format"] = "base64";
+  const Res rb = post("/v1/embeddings", b64);
+  ASSERT_EQ(rb.result_int(), 200) << rb.body();
+  EXPECT_TRUE(parse(rb.body())["data"][0]["embedding"].is_string()) << rb.body();
+
+  // Token ids cannot be sent to Gemini: 400 before any upstream call.
+  const auto before = upstream_.recorder->gemini.load();
+  expect_openai_error(post("/v1/embeddings", {{"model", "gemini"}, {"input", json::array({json::array({1, 2})})}}),
+                      400, "invalid_request");
+  EXPECT_EQ(upstream_.recorder->gemini.load(), before);
 }
 
 TEST_F(AdaptersTest, StatusShowsABadProviderSettingAsDisabled) {

@@ -66,6 +66,11 @@ std::string gemini_error(int status, std::string_view message);
 // 1..4096 (default 8); `encoding_format` "float" (default) or "base64"
 // (little-endian float32). Errors as for parse_*.
 Result<std::string> openai_embeddings(std::string_view body);
+// POST /v1beta/models/{m}:batchEmbedContents: {"requests":[{"model",
+// "content":{"parts":[{"text"}]},"outputDimensionality"?}]} ->
+// {"embeddings":[{"values":[...]}]}, the same vectors as openai_embeddings
+// for the same texts and dimensions (Google reports no token usage here).
+Result<std::string> gemini_embeddings(std::string_view body);
 // The unit vector of `input` (deterministic: derived from its FNV-1a hash),
 // values rounded to 6 decimals.
 std::vector<double> embedding(std::string_view input, int dims);

@@ -363,3 +363,51 @@ TEST(AnthropicUpstream, BadDefaultMaxTokensIsAnError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(GeminiUpstream, EmbeddingsRequestAndResponse) {
+  const json req = {{"model", "text-embedding-004"}, {"input", json::array({"ab", "cdef"})}, {"dimensions", 2}};
+  auto batch = gemini::to_batch_embed_request(req, "text-embedding-004");
+  ASSERT_TRUE(batch) << batch.error().message;
+  const json expected = json::parse(R"({"requests":[
+    {"model":"models/text-embedding-004","content":{"parts":[{"text":"ab"}]},"outputDimensionality":2},
+    {"model":"models/text-embedding-004","content":{"parts":[{"text":"cdef"}]},"outputDimensionality":2}]})");
+  EXPECT_EQ(*batch, expected);
+
+  const json resp = json::parse(R"({"embeddings":[{"values":[1.0,0.0]},{"values":[-2.0,0.5]}]})");
+  auto out = gemini::to_openai_embeddings(resp, req);
+  ASSERT_TRUE(out);
+  const json o = json::parse(*out);
+  EXPECT_EQ(o["object"], "list");
+  EXPECT_EQ(o["model"], "text-embedding-004");
+  EXPECT_EQ(o["data"][1]["index"], 1);
+  EXPECT_EQ(o["data"][1]["embedding"], json::array({-2.0, 0.5}));
+  // 6 characters: ceil(6 / 4) = 2 estimated prompt tokens.
+  EXPECT_EQ(o["usage"]["prompt_tokens"], 2);
+  EXPECT_EQ(o["usage"]["total_tokens"], 2);
+
+  // base64: little-endian float32 (1.0f = 00 00 80 3F, -2.0f = 00 00 00 C0, 0.5f = 00 00 00 3F).
+  json b64 = req;
+  b64["encoding_format"] = "base64";
+  const json ob = json::parse(*gemini::to_openai_embeddings(resp, b64));
+  EXPECT_EQ(ob["data"][0]["embedding"], "AACAPwAAAAA=");
+  EXPECT_EQ(ob["data"][1]["embedding"], "AAAAwAAAAD8=");
+}
+
+TEST(GeminiUpstream, EmbeddingsRefuseWhatGeminiCannotTake) {
+  const auto code = [](const json& req) {
+    auto r = gemini::to_batch_embed_request(req, "m");
+    return r ? std::string("ok") : r.error().code;
+  };
+  EXPECT_EQ(code({{"input", json::array({json::array({1, 2, 3})})}}), "invalid_request");  // token ids
+  EXPECT_EQ(code({{"input", "x"}, {"encoding_format", "int8"}}), "invalid_request");
+  EXPECT_EQ(code({{"input", "x"}, {"dimensions", 0}}), "invalid_request");
+  EXPECT_EQ(code({{"input", json::array()}}), "invalid_input");
+  // A response with another count of vectors is not an answer to this request.
+  const json resp = json::parse(R"({"embeddings":[{"values":[1.0]}]})");
+  EXPECT_FALSE(gemini::to_openai_embeddings(resp, {{"input", json::array({"a", "b"})}}));
+  EXPECT_FALSE(gemini::to_openai_embeddings(json::parse(R"({"error":{}})"), {{"input", "a"}}));
+}
+
+}  // namespace
