@@ -38,7 +38,15 @@ class SlotGuard final {
       : kv_(kv), key_(std::move(key)), ex_(std::move(ex)) {}
   SlotGuard(const SlotGuard&) = delete;
   SlotGuard& operator=(const SlotGuard&) = delete;
+  // Normally called (and awaited) before the response is written.
+  net::awaitable<void> release() {
+    if (released_) co_return;
+    released_ = true;
+    co_await release_slot(kv_, key_);
+  }
+  // If the exchange ended another way (the connection died): in the background.
   ~SlotGuard() {
+    if (released_) return;
     try {
       net::co_spawn(ex_, release_slot(kv_, std::move(key_)), net::detached);
     } catch (const std::exception& e) {
@@ -47,6 +55,7 @@ class SlotGuard final {
   }
 
  private:
+  bool released_ = false;
   storage::Kv& kv_;
   std::string key_;
   net::any_io_executor ex_;
@@ -85,7 +94,11 @@ class UsageLimitFilter final : public http::Filter {
         res.set(http::bhttp::field::retry_after, "1");
         co_return res;
       }
-      ex.attachments.push_back(std::make_shared<SlotGuard>(kv_, std::move(key), ex_));
+      auto guard = std::make_shared<SlotGuard>(kv_, std::move(key), ex_);
+      ex.attachments.push_back(guard);
+      // Given back before the answer goes out: a client that has its answer
+      // may send its next request at once without meeting its own slot.
+      ex.before_send.push_back([guard]() { return guard->release(); });
     }
     co_return std::nullopt;
   }

@@ -219,6 +219,14 @@ boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
       res = co_await run_handler(ex);
     }
   }
+  for (auto& f : ex.before_send) {
+    try {
+      co_await f();
+    } catch (const std::exception& e) {
+      spdlog::warn("[{}] before-send step failed: {}", ex.request_id, e.what());
+    }
+  }
+  ex.before_send.clear();
   if (!Exchange::is_streamed(*res)) finish_head(ex, *res);
   co_return std::move(*res);
 }

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,6 +92,10 @@ class Exchange final {
   // Objects a filter keeps for the life of this exchange (RAII guards, e.g.
   // a concurrency slot): destroyed with it, however the request ended.
   std::vector<std::shared_ptr<void>> attachments;
+  // Work a filter wants done, and awaited, once the handler has returned and
+  // before the response is written (e.g. giving a concurrency slot back, so
+  // that a client that got its answer may send the next request at once).
+  std::vector<std::function<boost::asio::awaitable<void>()>> before_send;
 
   // Set once a response head went out (stream or WebSocket).
   bool head_sent = false;
