@@ -266,3 +266,44 @@ INSTANTIATE_TEST_SUITE_P(Kv, Idempotency, ::testing::Values(std::string("embedde
 
 }  // namespace
 }  // namespace alou::itest
+
+namespace alou::itest {
+namespace {
+
+// The KV does not answer (Redis configured, nothing listening): a request
+// with an Idempotency-Key is refused with 503 rather than sent unprotected,
+// and nothing is charged or sent upstream; without the header it is served.
+class IdempotencyKvDown : public AppTest {
+ protected:
+  void configure(Settings& s) override {
+    s.storage.redis_url = "redis://127.0.0.1:1";
+    s.providers = {ProviderSettings{.name = "mock", .kind = "mock", .base_url = {}, .api_key_env = {}, .extra = {}}};
+    ModelSettings m;
+    m.name = "mock";
+    m.routes = {RouteSettings{.provider = "mock", .model = "mock", .weight = 1}};
+    s.models = {m};
+  }
+};
+
+TEST_F(IdempotencyKvDown, AKeyedRequestIs503AndNothingIsWritten) {
+  const json body = {{"model", "mock"}, {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+  Headers h = bearer(kAdminKey);
+  h.emplace_back("Content-Type", "application/json");
+  h.emplace_back("Idempotency-Key", "k-1");
+  const Res r = request(bhttp::verb::post, "/v1/chat/completions", h, body.dump());
+  EXPECT_EQ(r.result_int(), 503) << r.body();
+  const json j = json::parse(r.body(), nullptr, false);
+  EXPECT_EQ(j["error"]["code"], "idempotency_unavailable") << r.body();
+  const auto rows = [&](const char* sql) {
+    return app_->db().run_sync([&](SQLite::Database& c) { return c.execAndGet(sql).getInt64(); });
+  };
+  EXPECT_EQ(rows("SELECT COUNT(*) FROM usage_records"), 0);
+  EXPECT_EQ(rows("SELECT COUNT(*) FROM events"), 0);
+  EXPECT_EQ(counter("alou_gateway_requests_total", {{"model", "mock"}, {"provider", "mock"}, {"outcome", "ok"}}), 0u);
+  // Without the header the same request is served.
+  h.pop_back();
+  EXPECT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, body.dump()).result_int(), 200);
+}
+
+}  // namespace
+}  // namespace alou::itest
