@@ -41,11 +41,8 @@ class AnthropicProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     auto req = make_request(body, false);
     if (!req) co_return bad_request(req.error());
-    auto res = co_await client_->request(std::move(*req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
-    }
+    auto res = co_await send_buffered(*client_, std::move(*req), name_);
+    if (!res) co_return res.error();
     const json message = json::parse(res->body, nullptr, false);
     auto out = anthropic::to_chat_completion(message, unix_now());
     if (!out) co_return protocol_failure(name_, "sent a response that is not a message");
@@ -55,16 +52,10 @@ class AnthropicProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
     auto req = make_request(body, true);
     if (!req) co_return bad_request(req.error());
-    auto res = co_await client_->stream(std::move(*req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    auto& s = *res;
-    if (s->status() != 200) {
-      const std::string err = co_await read_error_body(*s);
-      const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
-      co_return failure_from_response(name_, s->status(), err, retry_after);
-    }
+    auto s = co_await open_stream(*client_, std::move(*req), name_);
+    if (!s) co_return s.error();
     std::unique_ptr<ChatStream> out = std::make_unique<TranslatedStream>(
-        std::move(s), std::make_unique<anthropic::ChunkTranslator>(name_, unix_now()), name_);
+        std::move(*s), std::make_unique<anthropic::ChunkTranslator>(name_, unix_now()), name_);
     co_return out;
   }
 

@@ -42,12 +42,8 @@ class GeminiProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::string>> chat(const json& body) override {
     auto req = make_request(body, false);
     if (!req) co_return bad_request(req.error());
-    auto res = co_await client_->request(std::move(*req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, effective_status(res->status, res->body), res->body,
-                                      res->headers[http::bhttp::field::retry_after]);
-    }
+    auto res = co_await send_buffered(*client_, std::move(*req), name_, &effective_status);
+    if (!res) co_return res.error();
     const json r = json::parse(res->body, nullptr, false);
     auto out = gemini::to_chat_completion(r, body.value("model", ""), gemini::ReplyIds{random_hex(), unix_now()});
     if (!out) co_return protocol_failure(name_, "sent a response that is not a GenerateContentResponse");
@@ -57,14 +53,9 @@ class GeminiProvider final : public Provider {
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
     auto req = make_request(body, true);
     if (!req) co_return bad_request(req.error());
-    auto res = co_await client_->stream(std::move(*req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    auto& s = *res;
-    if (s->status() != 200) {
-      const std::string err = co_await read_error_body(*s);
-      const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
-      co_return failure_from_response(name_, effective_status(s->status(), err), err, retry_after);
-    }
+    auto opened = co_await open_stream(*client_, std::move(*req), name_, &effective_status);
+    if (!opened) co_return opened.error();
+    auto& s = *opened;
     auto translator = std::make_unique<gemini::ChunkTranslator>(name_, body.value("model", ""),
                                                                 gemini::ReplyIds{random_hex(), unix_now()});
     std::unique_ptr<ChatStream> out = std::make_unique<TranslatedStream>(std::move(s), std::move(translator), name_);
@@ -85,12 +76,8 @@ class GeminiProvider final : public Provider {
     if (std::string key = key_.get(); !key.empty()) req.headers.emplace_back("x-goog-api-key", std::move(key));
     req.headers.emplace_back("content-type", "application/json");
     req.body = translated->dump();
-    auto res = co_await client_->request(std::move(req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, effective_status(res->status, res->body), res->body,
-                                      res->headers[http::bhttp::field::retry_after]);
-    }
+    auto res = co_await send_buffered(*client_, std::move(req), name_, &effective_status);
+    if (!res) co_return res.error();
     const json r = json::parse(res->body, nullptr, false);
     auto out = gemini::to_openai_embeddings(r, body);
     if (!out) co_return protocol_failure(name_, "sent a response that is not a BatchEmbedContentsResponse");

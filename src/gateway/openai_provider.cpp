@@ -94,29 +94,17 @@ class OpenAiProvider final : public Provider {
   }
 
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
-    http::ClientRequest req = make_request(body);
-    auto res = co_await client_->stream(std::move(req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    auto& s = *res;
-    if (s->status() != 200) {
-      // Read the (small) error body for its message.
-      const std::string err = co_await read_error_body(*s);
-      const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
-      co_return failure_from_response(name_, s->status(), err, retry_after);
-    }
-    std::unique_ptr<ChatStream> out = std::make_unique<OpenAiStream>(std::move(s), name_);
+    auto s = co_await open_stream(*client_, make_request(body), name_);
+    if (!s) co_return s.error();
+    std::unique_ptr<ChatStream> out = std::make_unique<OpenAiStream>(std::move(*s), name_);
     co_return out;
   }
 
  private:
   // One buffered POST of an OpenAI operation; the body back, or a failure.
   boost::asio::awaitable<UpResult<std::string>> post(const json& body, std::string_view op) {
-    http::ClientRequest req = make_request(body, op);
-    auto res = co_await client_->request(std::move(req));
-    if (!res) co_return failure_from_error(name_, res.error());
-    if (res->status != 200) {
-      co_return failure_from_response(name_, res->status, res->body, res->headers[http::bhttp::field::retry_after]);
-    }
+    auto res = co_await send_buffered(*client_, make_request(body, op), name_);
+    if (!res) co_return res.error();
     co_return std::move(res->body);
   }
 

@@ -83,6 +83,33 @@ UpstreamFailure protocol_failure(std::string_view provider, std::string_view wha
   return f;
 }
 
+boost::asio::awaitable<UpResult<http::ClientResponse>> send_buffered(http::Client& client, http::ClientRequest req,
+                                                                     std::string_view provider, StatusOf status_of) {
+  auto res = co_await client.request(std::move(req));
+  if (!res) co_return failure_from_error(provider, res.error());
+  if (res->status != 200) {
+    const int status = status_of ? status_of(res->status, res->body) : res->status;
+    co_return failure_from_response(provider, status, res->body, res->headers[http::bhttp::field::retry_after]);
+  }
+  co_return std::move(*res);
+}
+
+boost::asio::awaitable<UpResult<std::unique_ptr<http::ClientStream>>> open_stream(http::Client& client,
+                                                                                 http::ClientRequest req,
+                                                                                 std::string_view provider,
+                                                                                 StatusOf status_of) {
+  auto res = co_await client.stream(std::move(req));
+  if (!res) co_return failure_from_error(provider, res.error());
+  auto& s = *res;
+  if (s->status() != 200) {
+    const std::string err = co_await read_error_body(*s);
+    const std::string retry_after(s->headers()[http::bhttp::field::retry_after]);
+    const int status = status_of ? status_of(s->status(), err) : s->status();
+    co_return failure_from_response(provider, status, err, retry_after);
+  }
+  co_return std::move(s);
+}
+
 boost::asio::awaitable<std::string> read_error_body(http::ClientStream& s) {
   std::string err;
   for (int i = 0; i < 64 && err.size() < 65536; ++i) {

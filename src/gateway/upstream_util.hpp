@@ -5,6 +5,7 @@
 // per-format EventTranslator.
 #include "alou/gateway/provider.hpp"
 #include "alou/gateway/sse_parser.hpp"
+#include "alou/http/client.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -16,10 +17,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-namespace alou::http {
-class ClientStream;
-}
 
 namespace alou::gateway {
 
@@ -56,6 +53,22 @@ UpstreamFailure protocol_failure(std::string_view provider, std::string_view wha
 
 // The (small) body of a non-200 streamed answer, at most 64 KiB.
 boost::asio::awaitable<std::string> read_error_body(http::ClientStream& s);
+
+// The status a failed answer stands for (Gemini reports some errors with
+// another status than their body's); null: the HTTP status.
+using StatusOf = int (*)(int status, std::string_view body);
+
+// One buffered upstream request: the 200 answer, or the failure (transport
+// errors and non-200 answers, mapped as above).
+boost::asio::awaitable<UpResult<http::ClientResponse>> send_buffered(http::Client& client, http::ClientRequest req,
+                                                                     std::string_view provider,
+                                                                     StatusOf status_of = nullptr);
+// One streamed upstream request: the 200 stream, or the failure (the error
+// body of a non-200 answer is read for its message).
+boost::asio::awaitable<UpResult<std::unique_ptr<http::ClientStream>>> open_stream(http::Client& client,
+                                                                                 http::ClientRequest req,
+                                                                                 std::string_view provider,
+                                                                                 StatusOf status_of = nullptr);
 
 // 16 random hex digits (ids of generated tool calls and completions).
 std::string random_hex();
