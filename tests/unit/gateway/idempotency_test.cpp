@@ -37,6 +37,12 @@ class IdempotencyStore : public ::testing::Test {
   }
   void TearDown() override {
     idem_.reset();
+    // Claims destroyed unfinished left KV work in the background: let it
+    // run before the KV goes (each await is one more trip through the queue).
+    for (int i = 0; i < 3; ++i) {
+      io_.await([]() -> boost::asio::awaitable<void> { co_return; }());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     if (kv_) kv_->flush();
     kv_.reset();  // its timers keep the io_context busy
     io_.join();
