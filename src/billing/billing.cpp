@@ -371,9 +371,7 @@ void Billing::add_routes(http::Router& router) {
           account = account_of(*ex.principal);
         }
         auto rows = co_await db_.run([&](SQLite::Database& c) {
-          std::string sql =
-              "SELECT seq, ts_ms, kind, debit, credit, amount_nanos, request_id, memo, meta, hash"
-              " FROM ledger_entries WHERE seq > ?";
+          std::string sql = std::string("SELECT ") + kEntryColumns + " FROM ledger_entries WHERE seq > ?";
           if (!account.empty()) sql += " AND (debit = ? OR credit = ?)";
           if (since) sql += " AND ts_ms >= ?";
           if (until) sql += " AND ts_ms < ?";
@@ -392,18 +390,7 @@ void Billing::add_routes(http::Router& router) {
           st.bind(i++, limit);
           std::vector<Entry> out;
           while (st.executeStep()) {
-            Entry e;
-            e.seq = st.getColumn(0).getInt64();
-            e.ts_ms = st.getColumn(1).getInt64();
-            e.kind = st.getColumn(2).getString();
-            e.debit = st.getColumn(3).getString();
-            e.credit = st.getColumn(4).getString();
-            e.amount_nanos = st.getColumn(5).getInt64();
-            e.request_id = st.getColumn(6).getString();
-            e.memo = st.getColumn(7).getString();
-            e.meta = st.getColumn(8).getString();
-            e.hash = st.getColumn(9).getString();
-            out.push_back(std::move(e));
+            out.push_back(entry_from_row(st));
           }
           return out;
         });

@@ -230,6 +230,22 @@ Result<std::int64_t> Ledger::commit_sync(Batch batch) {
   return f.get();
 }
 
+Entry entry_from_row(SQLite::Statement& st) {
+  Entry e;
+  e.seq = st.getColumn(0).getInt64();
+  e.ts_ms = st.getColumn(1).getInt64();
+  e.kind = st.getColumn(2).getString();
+  e.debit = st.getColumn(3).getString();
+  e.credit = st.getColumn(4).getString();
+  e.amount_nanos = st.getColumn(5).getInt64();
+  e.request_id = st.getColumn(6).getString();
+  e.memo = st.getColumn(7).getString();
+  e.meta = st.getColumn(8).getString();
+  e.prev_hash = st.getColumn(9).getString();
+  e.hash = st.getColumn(10).getString();
+  return e;
+}
+
 // The writer's statements, prepared once and kept for the life of the
 // ledger (on the database thread only; finalized by close()).
 struct Ledger::Stmts {
@@ -548,24 +564,11 @@ VerifyReport Ledger::verify_on(SQLite::Database& c, const std::string& own_key) 
       SQLite::Statement cps(c, "SELECT seq FROM ledger_checkpoints");
       while (cps.executeStep()) wanted[cps.getColumn(0).getInt64()] = true;
 
-      SQLite::Statement st(c,
-                           "SELECT seq, ts_ms, kind, debit, credit, amount_nanos, request_id, memo, meta, prev_hash,"
-                           " hash FROM ledger_entries ORDER BY seq");
+      SQLite::Statement st(c, std::string("SELECT ") + kEntryColumns + " FROM ledger_entries ORDER BY seq");
       std::int64_t expected = 1;
       std::string prev = kGenesisHash;
       while (st.executeStep()) {
-        Entry e;
-        e.seq = st.getColumn(0).getInt64();
-        e.ts_ms = st.getColumn(1).getInt64();
-        e.kind = st.getColumn(2).getString();
-        e.debit = st.getColumn(3).getString();
-        e.credit = st.getColumn(4).getString();
-        e.amount_nanos = st.getColumn(5).getInt64();
-        e.request_id = st.getColumn(6).getString();
-        e.memo = st.getColumn(7).getString();
-        e.meta = st.getColumn(8).getString();
-        e.prev_hash = st.getColumn(9).getString();
-        e.hash = st.getColumn(10).getString();
+        const Entry e = entry_from_row(st);
         ++r.entries;
         if (e.seq != expected) fail(e.seq, "expected sequence number " + std::to_string(expected));
         expected = e.seq + 1;

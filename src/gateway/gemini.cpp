@@ -16,20 +16,6 @@ Result<json> ok(json j) { return Result<json>(boost::system::in_place_value, std
 
 Error invalid(const std::string& message) { return Error::bad_request(message, "invalid_request"); }
 
-std::optional<std::string> plain_text(const json& content) {
-  if (content.is_null()) return std::string();
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) return std::nullopt;
-  std::string out;
-  for (const auto& p : content) {
-    if (!p.is_object() || p.value("type", "") != "text" || !p.contains("text") || !p["text"].is_string()) {
-      return std::nullopt;
-    }
-    if (!out.empty()) out += '\n';
-    out += p["text"].get<std::string>();
-  }
-  return out;
-}
 
 // Gemini's function parameters are an OpenAPI subset that rejects some
 // JSON Schema keywords that OpenAI tools (and zod-generated schemas) carry.

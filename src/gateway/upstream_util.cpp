@@ -83,6 +83,21 @@ UpstreamFailure protocol_failure(std::string_view provider, std::string_view wha
   return f;
 }
 
+std::optional<std::string> plain_text(const json& content) {
+  if (content.is_null()) return std::string();
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return std::nullopt;
+  std::string out;
+  for (const auto& p : content) {
+    if (!p.is_object() || p.value("type", "") != "text" || !p.contains("text") || !p["text"].is_string()) {
+      return std::nullopt;
+    }
+    if (!out.empty()) out += '\n';
+    out += p["text"].get<std::string>();
+  }
+  return out;
+}
+
 boost::asio::awaitable<UpResult<http::ClientResponse>> send_buffered(http::Client& client, http::ClientRequest req,
                                                                      std::string_view provider, StatusOf status_of) {
   auto res = co_await client.request(std::move(req));

@@ -51,6 +51,11 @@ UpstreamFailure failure_from_error(std::string_view provider, const Error& e);
 // A malformed upstream answer (502 upstream_protocol, not retryable).
 UpstreamFailure protocol_failure(std::string_view provider, std::string_view what);
 
+// An OpenAI message content that is a string or an array of text parts,
+// as one string (parts joined by newlines; null is ""); nullopt for any
+// other part. Used by the translators of system prompts and tool results.
+std::optional<std::string> plain_text(const nlohmann::json& content);
+
 // The (small) body of a non-200 streamed answer, at most 64 KiB.
 boost::asio::awaitable<std::string> read_error_body(http::ClientStream& s);
 

@@ -60,6 +60,12 @@ struct Entry : Transfer {
   std::string hash;
 };
 
+// The columns of ledger_entries in the order entry_from_row reads them.
+inline constexpr const char* kEntryColumns =
+    "seq, ts_ms, kind, debit, credit, amount_nanos, request_id, memo, meta, prev_hash, hash";
+// The entry at a statement's current row, selected with kEntryColumns.
+Entry entry_from_row(SQLite::Statement& st);
+
 // The hash of the entry before the first.
 inline const std::string kGenesisHash(64, '0');
 
