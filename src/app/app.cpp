@@ -160,8 +160,7 @@ class AppImpl final : public App {
     if (started_threads_) return;
     started_threads_ = true;
     server_->start();
-    unsigned n = settings_.server.threads > 0 ? static_cast<unsigned>(settings_.server.threads)
-                                              : std::max(1u, std::thread::hardware_concurrency());
+    const unsigned n = settings_.server.io_threads();
     for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
     mcp_->start();
     spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
@@ -222,7 +221,9 @@ class AppImpl final : public App {
   std::unique_ptr<billing::Ledger> ledger_;
   std::unique_ptr<billing::Billing> billing_;
   std::unique_ptr<Meter> meter_;  // billing_, decorated with the TPM debit
-  net::io_context ioc_;
+  // One io thread: Asio is told so (its scheduler then skips the locking
+  // and wake-ups a thread pool needs for the queue it runs itself).
+  net::io_context ioc_{settings_.server.io_threads() == 1 ? 1 : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT};
   net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(ioc_);
   std::unique_ptr<storage::Kv> kv_;
   std::unique_ptr<auth::KeyStore> keys_;

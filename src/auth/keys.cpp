@@ -6,7 +6,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <sodium.h>
 
 #include <sstream>
 
@@ -93,11 +93,14 @@ bool valid_tool_entry(std::string_view t) {
 }  // namespace
 
 std::string hash_secret(std::string_view secret) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), digest);
+  // libsodium's SHA-256: OpenSSL 3's SHA256() looks its algorithm up in the
+  // provider registry (locks, name compares) on every call, and this runs
+  // once per authenticated request.
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(secret.data()), secret.size());
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(SHA256_DIGEST_LENGTH * 2, '\0');
-  for (int i = 0; i < SHA256_DIGEST_LENGTH; ++i) {
+  std::string out(crypto_hash_sha256_BYTES * 2, '\0');
+  for (std::size_t i = 0; i < crypto_hash_sha256_BYTES; ++i) {
     out[2 * i] = kHex[digest[i] >> 4];
     out[2 * i + 1] = kHex[digest[i] & 0xf];
   }

@@ -170,7 +170,7 @@ class TpmHold final : public Hold {
   }
 
   void release() override { inner_->release(); }
-  void event(std::string kind, nlohmann::json data) override { inner_->event(std::move(kind), std::move(data)); }
+  void event(std::string kind, std::string data) override { inner_->event(std::move(kind), std::move(data)); }
 
  private:
   std::unique_ptr<Hold> inner_;

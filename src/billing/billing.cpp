@@ -1,5 +1,7 @@
 #include "alou/billing/billing.hpp"
 
+#include "alou/core/json_text.hpp"
+
 #include "alou/core/metrics.hpp"
 #include "alou/core/money.hpp"
 #include "alou/http/exchange.hpp"
@@ -135,8 +137,8 @@ class HoldImpl final : public Hold {
 
   std::int64_t amount_nanos() const override { return amount_; }
 
-  void event(std::string kind, json data) override {
-    EventRow row{request_id_, account_, std::move(kind), data.dump(), now_ms()};
+  void event(std::string kind, std::string data) override {
+    EventRow row{request_id_, account_, std::move(kind), std::move(data), now_ms()};
     if (!done_) {
       events_.push_back(std::move(row));
       return;
@@ -185,24 +187,37 @@ class HoldImpl final : public Hold {
     const auto cost = cost_nanos(price_, u.prompt_tokens, u.cached_tokens, u.completion_tokens);
     UsageRow row{request_id_, account_, model_, provider, u.prompt_tokens, u.completion_tokens,
                  u.cached_tokens, cost, u.estimated};
-    json usage_event = {{"prompt_tokens", u.prompt_tokens}, {"completion_tokens", u.completion_tokens},
-                        {"cached_tokens", u.cached_tokens}, {"estimated", u.estimated},
-                        {"cost", format_money(cost)}, {"cost_nanos", cost}};
+    // Written as text (keys in the order nlohmann::json would sort them):
+    // no JSON tree per settlement.
+    std::string usage_event = JsonObject{}
+                                  .num("cached_tokens", u.cached_tokens)
+                                  .num("completion_tokens", u.completion_tokens)
+                                  .str("cost", format_money(cost))
+                                  .num("cost_nanos", cost)
+                                  .boolean("estimated", u.estimated)
+                                  .num("prompt_tokens", u.prompt_tokens)
+                                  .done();
     if (cost > 0) {
-      json meta = {{"model", model_},
-                   {"provider", provider},
-                   {"prompt_tokens", u.prompt_tokens},
-                   {"completion_tokens", u.completion_tokens},
-                   {"cached_tokens", u.cached_tokens},
-                   {"estimated", u.estimated},
-                   {"price_nanos_per_mtok",
-                    {{"input", price_.input},
-                     {"output", price_.output},
-                     {"cached_input", price_.cached_input ? json(*price_.cached_input) : json(nullptr)}}}};
+      JsonObject price;
+      if (price_.cached_input) {
+        price.num("cached_input", *price_.cached_input);
+      } else {
+        price.null("cached_input");
+      }
+      price.num("input", price_.input).num("output", price_.output);
+      std::string meta = JsonObject{}
+                             .num("cached_tokens", u.cached_tokens)
+                             .num("completion_tokens", u.completion_tokens)
+                             .boolean("estimated", u.estimated)
+                             .str("model", model_)
+                             .raw("price_nanos_per_mtok", price.done())
+                             .num("prompt_tokens", u.prompt_tokens)
+                             .str("provider", provider)
+                             .done();
       batch.transfers.push_back(Transfer{"charge", account_, std::string(kRevenue), cost, request_id_,
-                                         u.estimated ? "estimated usage" : "", meta.dump()});
+                                         u.estimated ? "estimated usage" : "", std::move(meta)});
     }
-    events_.push_back(EventRow{request_id_, account_, "usage", usage_event.dump(), now_ms()});
+    events_.push_back(EventRow{request_id_, account_, "usage", std::move(usage_event), now_ms()});
     batch.events = std::move(events_);
     if (amount_ > 0) batch.holds_ended.push_back({id_, account_, amount_});
     batch.usage = std::move(row);

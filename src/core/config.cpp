@@ -9,8 +9,15 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 namespace alou {
+
+unsigned ServerSettings::io_threads() const {
+  if (threads > 0) return static_cast<unsigned>(threads);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 namespace {
 
 // How a setting is typed; environment overrides are converted by kind.

@@ -1,5 +1,7 @@
 #include "alou/core/log.hpp"
 
+#include "alou/core/json_text.hpp"
+
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -197,72 +199,6 @@ void put_timestamp(spdlog::memory_buf_t& dest, spdlog::log_clock::time_point tp)
   if (n > 0) put(dest, std::string_view(buf.data(), static_cast<std::size_t>(n)));
 }
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if invalid
-// (overlong forms, surrogates and code points above U+10FFFF are invalid).
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b = byte(i);
-  std::size_t len = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (b >= 0xC2 && b <= 0xDF) {
-    len = 2;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    len = 3;
-    if (b == 0xE0) lo = 0xA0;
-    if (b == 0xED) hi = 0x9F;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    len = 4;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (std::size_t k = 2; k < len; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return len;
-}
-
-void put_json_string(spdlog::memory_buf_t& dest, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  dest.push_back('"');
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      const std::size_t len = utf8_sequence_length(s, i);
-      if (len == 0) {
-        put(dest, "\\ufffd");
-        ++i;
-      } else {
-        put(dest, s.substr(i, len));
-        i += len;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"': put(dest, "\\\""); break;
-      case '\\': put(dest, "\\\\"); break;
-      case '\n': put(dest, "\\n"); break;
-      case '\r': put(dest, "\\r"); break;
-      case '\t': put(dest, "\\t"); break;
-      case '\b': put(dest, "\\b"); break;
-      case '\f': put(dest, "\\f"); break;
-      default:
-        if (c < 0x20) {
-          const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-          put(dest, std::string_view(esc, sizeof esc));
-        } else {
-          dest.push_back(static_cast<char>(c));
-        }
-    }
-    ++i;
-  }
-  dest.push_back('"');
-}
 
 // Splits "[<id>] rest" into id and rest. An id is 1..128 printable ASCII
 // characters without spaces or ']'.
@@ -321,10 +257,10 @@ class Formatter final : public spdlog::formatter {
     put(dest, "\",\"level\":\"");
     put(dest, level_name(msg.level));
     put(dest, "\",\"msg\":");
-    put_json_string(dest, rest);
+    append_json_string(dest, rest);
     if (has_id) {
       put(dest, ",\"request_id\":");
-      put_json_string(dest, id);
+      append_json_string(dest, id);
     }
     put(dest, "}\n");
   }

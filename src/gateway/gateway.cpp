@@ -1,5 +1,6 @@
 #include "alou/gateway/gateway.hpp"
 
+#include "alou/core/json_text.hpp"
 #include "alou/core/metrics.hpp"
 #include "alou/gateway/idempotency.hpp"
 #include "alou/gateway/provider.hpp"
@@ -133,7 +134,7 @@ class FreeHold final : public Hold {
   }
   void settle_detached(Usage, std::string) override {}
   void release() override {}
-  void event(std::string, json) override {}
+  void event(std::string, std::string) override {}
 };
 
 class FreeMeter final : public Meter {
@@ -611,11 +612,13 @@ class GatewayImpl final : public Gateway {
     }
     auto h = meter_->hold(r);
     if (h) {
-      (*h)->event("request", {{"endpoint", std::string(ex.path())},
-                              {"model", model},
-                              {"stream", stream},
-                              {"principal", ex.principal ? ex.principal->id : ""},
-                              {"hold_nanos", (*h)->amount_nanos()}});
+      (*h)->event("request", JsonObject{}
+                                 .str("endpoint", ex.path())
+                                 .num("hold_nanos", (*h)->amount_nanos())
+                                 .str("model", model)
+                                 .str("principal", ex.principal ? std::string_view(ex.principal->id) : "")
+                                 .boolean("stream", stream)
+                                 .done());
     }
     return h;
   }
@@ -751,7 +754,7 @@ class GatewayImpl final : public Gateway {
           if (!usage) {
             usage = Usage{tokens_of_chars(ex.request().body().size()), tokens_of_chars(delta_chars(*r)), 0, true};
           }
-          hold.event("completion", {{"provider", t.provider->name()}, {"outcome", "ok"}});
+          hold.event("completion", JsonObject{}.str("outcome", "ok").str("provider", t.provider->name()).done());
           // Delivered only once the charge is durable.
           auto charged = co_await hold.settle(*usage, t.provider->name());
           if (!charged) co_return ex.error(charged.error());
@@ -779,22 +782,19 @@ class GatewayImpl final : public Gateway {
 
   // Nothing was delivered: the hold is released, nothing is charged.
   static http::Response failed(http::Exchange& ex, Hold& hold, const UpstreamFailure& f) {
-    hold.event("completion", {{"outcome", "error"}, {"status", f.error.status}, {"code", f.error.code}});
+    hold.event("completion",
+               JsonObject{}.str("code", f.error.code).str("outcome", "error").num("status", f.error.status).done());
     hold.release();
     return failure_response(ex, f);
   }
 
-  static json route_event(const Target& t, std::size_t ti, int attempt, const UpstreamFailure& last) {
-    json j = {{"provider", t.provider->name()}, {"upstream_model", t.model}, {"attempt", attempt + 1}};
-    if (attempt > 0) {
-      j["reason"] = "retry";
-    } else if (ti > 0) {
-      j["reason"] = "fallback";
-    } else {
-      j["reason"] = "first";
-    }
-    if (attempt > 0 || ti > 0) j["after"] = last.error.code;
-    return j;
+  static std::string route_event(const Target& t, std::size_t ti, int attempt, const UpstreamFailure& last) {
+    JsonObject j;
+    if (attempt > 0 || ti > 0) j.str("after", last.error.code);
+    j.num("attempt", attempt + 1).str("provider", t.provider->name());
+    j.str("reason", attempt > 0 ? "retry" : (ti > 0 ? "fallback" : "first"));
+    j.str("upstream_model", t.model);
+    return j.done();
   }
 
   void observe_latency(const Target& t, std::chrono::steady_clock::time_point started) const {
@@ -913,7 +913,7 @@ class GatewayImpl final : public Gateway {
       ~Record() {
         const char* o = failed ? "error" : (completed ? "ok" : "cancelled");
         g.outcome(model, provider, o).inc();
-        hold.event("completion", {{"provider", provider}, {"outcome", o}});
+        hold.event("completion", JsonObject{}.str("outcome", o).str("provider", provider).done());
       }
     } rec{*this, model, used->provider->name(), false, false, hold};
     auto producer = [&](http::SseWriter& client) -> net::awaitable<void> {

@@ -531,7 +531,11 @@ class ServerImpl final : public Server {
   net::awaitable<void> accept_loop() {
     net::steady_timer backoff(acceptor_.get_executor());
     while (!shared_->stopping) {
-      auto [ec, sock] = co_await acceptor_.async_accept(net::make_strand(ioc_), kAwait);
+      // A strand per connection only where several threads run the
+      // io_context: with one, its handlers already run one at a time.
+      net::any_io_executor conn_ex = single_thread_ ? net::any_io_executor(ioc_.get_executor())
+                                                    : net::any_io_executor(net::make_strand(ioc_));
+      auto [ec, sock] = co_await acceptor_.async_accept(conn_ex, kAwait);
       if (ec) {
         if (shared_->stopping || ec == net::error::operation_aborted || !acceptor_.is_open()) co_return;
         // Out of descriptors and the like: back off instead of spinning.
@@ -574,6 +578,7 @@ class ServerImpl final : public Server {
 
   net::io_context& ioc_;
   std::shared_ptr<Shared> shared_;
+  const bool single_thread_ = shared_->settings.io_threads() == 1;
   tcp::acceptor acceptor_;
   tcp::endpoint endpoint_;
 };

@@ -30,6 +30,9 @@ struct ServerSettings {
   std::string tls_key;
   std::vector<std::string> cors_origins;          // empty: no CORS headers; "*" allowed
   std::string web_dir = "web";                    // static pages (/login); relative to the working dir
+
+  // The io threads `threads` asks for (0: one per core, at least one).
+  unsigned io_threads() const;
 };
 
 struct StorageSettings {

@@ -51,8 +51,9 @@ class Hold {
   // Nothing was delivered: nothing is charged.
   virtual void release() = 0;
   // An audit event of this request, written with its settlement or release
-  // (one write per request).
-  virtual void event(std::string kind, nlohmann::json data) = 0;
+  // (one write per request). `data` is a JSON object's text (see JsonObject
+  // in json_text.hpp): events are written on the hot path, without trees.
+  virtual void event(std::string kind, std::string data) = 0;
 };
 
 class Meter {

@@ -151,7 +151,7 @@ TEST(Billing, SettleChargesTheUsageAndReleasesTheRest) {
   ASSERT_TRUE(h) << h.error().message;
   EXPECT_EQ((*h)->amount_nanos(), 10 * 1000 + 50 * 2000);
   EXPECT_EQ(f.ledger->funds("key:k1").held_nanos, 110'000);
-  (*h)->event("route", {{"provider", "p"}});
+  (*h)->event("route", R"({"provider":"p"})");
   auto cost = io.await((*h)->settle(Usage{12, 7, 0, false}, "p"));
   ASSERT_TRUE(cost);
   EXPECT_EQ(*cost, 12 * 1000 + 7 * 2000);

@@ -1,0 +1,121 @@
+#pragma once
+// JSON text written directly, without building a document tree: for the
+// small objects the hot path emits (audit events, settlement metadata),
+// where nlohmann::json's tree and its sorted-map nodes cost more than the
+// rest of the request.
+//
+// Strings are escaped as JSON requires (quote, backslash, control characters
+// as \u00XX); valid UTF-8 passes through; an invalid byte becomes U+FFFD, so
+// the output is always valid JSON in valid UTF-8.
+//
+//   std::string data = JsonObject{}.str("provider", name).num("attempt", 2).boolean("stream", true).done();
+//   // {"provider":"openai","attempt":2,"stream":true}
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace alou {
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one
+// (overlong forms, surrogates and code points above U+10FFFF are invalid).
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
+
+// Appends `s` as a quoted JSON string to `out` (a std::string or any buffer
+// with append(const char*, const char*) and push_back(char)).
+template <class Out>
+void append_json_string(Out& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto put = [&out](std::string_view t) { out.append(t.data(), t.data() + t.size()); };
+  out.push_back('"');
+  std::size_t i = 0;
+  std::size_t run = 0;  // start of the pending run of bytes copied as they are
+  const auto flush = [&] {
+    if (i > run) put(s.substr(run, i - run));
+  };
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      const std::size_t len = utf8_sequence_length(s, i);
+      if (len != 0) {
+        i += len;
+        continue;
+      }
+      flush();
+      put("\\ufffd");
+      run = ++i;
+      continue;
+    }
+    flush();
+    switch (c) {
+      case '"': put("\\\""); break;
+      case '\\': put("\\\\"); break;
+      case '\n': put("\\n"); break;
+      case '\r': put("\\r"); break;
+      case '\t': put("\\t"); break;
+      case '\b': put("\\b"); break;
+      case '\f': put("\\f"); break;
+      default: {
+        const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+        put(std::string_view(esc, sizeof esc));
+      }
+    }
+    run = ++i;
+  }
+  flush();
+  out.push_back('"');
+}
+
+// One JSON object, written member by member in the order given.
+class JsonObject {
+ public:
+  JsonObject() { out_.push_back('{'); }
+
+  JsonObject& str(std::string_view key, std::string_view value) {
+    name(key);
+    append_json_string(out_, value);
+    return *this;
+  }
+  JsonObject& num(std::string_view key, std::int64_t value) {
+    name(key);
+    out_ += std::to_string(value);
+    return *this;
+  }
+  JsonObject& boolean(std::string_view key, bool value) {
+    name(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  JsonObject& null(std::string_view key) {
+    name(key);
+    out_ += "null";
+    return *this;
+  }
+  // `json` must be valid JSON text (e.g. another JsonObject's result).
+  JsonObject& raw(std::string_view key, std::string_view json) {
+    name(key);
+    out_ += json;
+    return *this;
+  }
+
+  // The text; the object is spent.
+  std::string done() {
+    out_.push_back('}');
+    return std::move(out_);
+  }
+
+ private:
+  void name(std::string_view key) {
+    if (out_.size() > 1) out_.push_back(',');
+    append_json_string(out_, key);
+    out_.push_back(':');
+  }
+
+  std::string out_;
+};
+
+}  // namespace alou
