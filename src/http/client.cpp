@@ -16,6 +16,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -30,6 +32,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -52,9 +55,9 @@ constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // Upstreams close idle keep-alive connections after a while; older pooled
 // connections are dropped rather than risked.
 constexpr std::chrono::seconds kMaxIdleAge{90};
+constexpr std::chrono::seconds kPeekAfterIdle{1};
 constexpr std::string_view kUserAgent = "alou/0.1";
 
-using OutMessage = bhttp::request<bhttp::string_body>;
 using Parser = bhttp::response_parser<bhttp::buffer_body>;
 
 struct Origin {
@@ -92,13 +95,44 @@ Result<Origin> parse_url(std::string_view url) {
   return o;
 }
 
-OutMessage build_request(ClientRequest& req, const Origin& o) {
-  OutMessage m{req.method, o.target, 11};
-  for (const auto& [name, value] : req.headers) m.insert(name, value);
-  if (m.find(bhttp::field::host) == m.end()) m.set(bhttp::field::host, o.host_header);
-  if (m.find(bhttp::field::user_agent) == m.end()) m.set(bhttp::field::user_agent, kUserAgent);
-  m.body() = std::move(req.body);
-  m.prepare_payload();
+// The request as it goes on the wire: one head string and the body, sent
+// in one gather write (see wire.hpp).
+struct OutMessage {
+  std::string head;
+  std::string body;
+};
+
+bool has_header(const ClientRequest& req, std::string_view name) {
+  for (const auto& [k, v] : req.headers) {
+    if (beast::iequals(k, name)) return true;
+  }
+  return false;
+}
+
+bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+
+Result<OutMessage> build_request(ClientRequest& req, const Origin& o) {
+  OutMessage m;
+  const auto method = bhttp::to_string(req.method);
+  m.head.reserve(256 + o.target.size());
+  m.head.append(method.data(), method.size()).append(" ").append(o.target).append(" HTTP/1.1\r\n");
+  for (const auto& [name, value] : req.headers) {
+    // A line break would end the field early and let the rest forge
+    // fields or a second request: refused (never with the value, which may
+    // be a key).
+    if (name.empty() || has_line_break(name) || has_line_break(value)) {
+      return Error{500, "invalid_upstream_header", "an upstream request header has a line break"};
+    }
+    m.head.append(name).append(": ").append(value).append("\r\n");
+  }
+  if (!has_header(req, "host")) m.head.append("Host: ").append(o.host_header).append("\r\n");
+  if (!has_header(req, "user-agent")) m.head.append("User-Agent: ").append(kUserAgent).append("\r\n");
+  const bool payload_method = req.method == Verb::post || req.method == Verb::put || req.method == Verb::patch;
+  if (payload_method || !req.body.empty()) {
+    m.head.append("Content-Length: ").append(std::to_string(req.body.size())).append("\r\n");
+  }
+  m.head.append("\r\n");
+  m.body = std::move(req.body);
   return m;
 }
 
@@ -149,7 +183,8 @@ namespace {
 
 template <class Stream>
 net::awaitable<error_code> write_on(Stream& s, const OutMessage& msg) {
-  const auto [ec, n] = co_await bhttp::async_write(s, msg, kAwait);
+  const std::array<net::const_buffer, 2> out{net::buffer(msg.head), net::buffer(msg.body)};
+  const auto [ec, n] = co_await net::async_write(s, out, kAwait);
   (void)n;
   co_return ec;
 }
@@ -186,9 +221,15 @@ net::awaitable<error_code> read_some(Connection& c, Parser& p) {
 // An idle pooled connection is usable if the peer has neither closed it nor
 // sent anything (a close_notify, garbage): a non-blocking peek would block.
 bool still_usable(Connection& c) {
-  if (Clock::now() - c.idle_since > kMaxIdleAge) return false;
+  const auto idle = Clock::now() - c.idle_since;
+  if (idle > kMaxIdleAge) return false;
   auto& sock = c.tcp().socket();
   if (!sock.is_open()) return false;
+  // Back in use within a second (the busy case): not peeked, which would
+  // cost a syscall per request. Had the upstream closed it meanwhile, the
+  // request fails before any byte of an answer and open() sends it again
+  // on a fresh connection.
+  if (idle < kPeekAfterIdle) return true;
   // One recv(MSG_PEEK | MSG_DONTWAIT) on the descriptor: no mode switches
   // (each a syscall) on the hot path.
   char byte = 0;
@@ -390,7 +431,9 @@ net::awaitable<Result<std::unique_ptr<ClientStream::State>>> Client::Impl::open(
   const Origin& o = *origin;
   const auto deadline = Clock::now() + opts.total_timeout;
   const bool head = req.method == Verb::head;
-  const OutMessage msg = build_request(req, o);
+  const Result<OutMessage> built = build_request(req, o);
+  if (!built) co_return built.error();
+  const OutMessage& msg = *built;
 
   // A pooled connection the upstream closed meanwhile fails on the write or
   // before the first response byte: only then is the request sent again, once,

@@ -5,6 +5,7 @@
 #include "alou/http/exchange.hpp"
 #include "alou/http/websocket.hpp"
 #include "connection.hpp"
+#include "wire.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -27,6 +28,7 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <mutex>
 #include <optional>
@@ -242,8 +244,13 @@ class Session final : public SessionBase, public Connection {
         } else {
           res.prepare_payload();
         }
+        // Head and body in one gather write (see wire.hpp).
+        std::string res_head;
+        res_head.reserve(256);
+        wire::append_response_head(res_head, res);
+        const std::array<net::const_buffer, 2> out{net::buffer(res_head), net::buffer(res.body())};
         lowest.expires_after(kWriteTimeout);
-        auto [ec, n] = co_await bhttp::async_write(stream_, res, kAwait);
+        auto [ec, n] = co_await net::async_write(stream_, out, kAwait);
         ex.sent_status = res.result_int();
         ex.sent_bytes = n;
         shared_.pipeline.complete(ex);
@@ -292,13 +299,11 @@ class Session final : public SessionBase, public Connection {
   const ServerSettings& settings() const override { return shared_.settings; }
 
   net::awaitable<boost::system::error_code> write_head(Response& res) override {
-    bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
-    for (const auto& f : res) head.set(f.name_string(), f.value());
-    head.chunked(res.chunked());
-    head.keep_alive(res.keep_alive());
-    bhttp::response_serializer<bhttp::empty_body> sr{head};
+    std::string head;
+    head.reserve(256);
+    wire::append_response_head(head, res);
     beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
-    auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, kAwait);
+    auto [ec, n] = co_await net::async_write(stream_, net::buffer(head), kAwait);
     beast::get_lowest_layer(stream_).expires_never();
     co_return ec;
   }

@@ -10,10 +10,12 @@
 //
 //   std::string data = JsonObject{}.str("provider", name).num("attempt", 2).boolean("stream", true).done();
 //   // {"provider":"openai","attempt":2,"stream":true}
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace alou {
 
@@ -26,7 +28,13 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
 template <class Out>
 void append_json_string(Out& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  const auto put = [&out](std::string_view t) { out.append(t.data(), t.data() + t.size()); };
+  const auto put = [&out](std::string_view t) {
+    if constexpr (std::is_same_v<Out, std::string>) {
+      out.append(t.data(), t.size());  // not the iterator overload (a temporary string)
+    } else {
+      out.append(t.data(), t.data() + t.size());
+    }
+  };
   out.push_back('"');
   std::size_t i = 0;
   std::size_t run = 0;  // start of the pending run of bytes copied as they are
@@ -73,7 +81,10 @@ void append_json_string(Out& out, std::string_view s) {
 // One JSON object, written member by member in the order given.
 class JsonObject {
  public:
-  JsonObject() { out_.push_back('{'); }
+  JsonObject() {
+    out_.reserve(128);
+    out_.push_back('{');
+  }
 
   JsonObject& str(std::string_view key, std::string_view value) {
     name(key);
@@ -82,7 +93,9 @@ class JsonObject {
   }
   JsonObject& num(std::string_view key, std::int64_t value) {
     name(key);
-    out_ += std::to_string(value);
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, value);
+    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
     return *this;
   }
   JsonObject& boolean(std::string_view key, bool value) {
