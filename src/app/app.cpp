@@ -67,7 +67,8 @@ class AppImpl final : public App {
     auto ledger = billing::Ledger::open(
         *db_, billing::LedgerOptions{.key_file = std::filesystem::path(settings_.storage.data_dir) / "ledger.key",
                                      .checkpoint_every = settings_.billing.checkpoint_every,
-                                     .release_stale_holds = true});
+                                     .release_stale_holds = true,
+                                     .metrics = &metrics_});
     if (!ledger) return ledger.error();
     ledger_ = std::move(*ledger);
     ledger_->start_polling(std::chrono::milliseconds(200));

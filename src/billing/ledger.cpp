@@ -111,7 +111,15 @@ nlohmann::json VerifyReport::to_json() const {
   return j;
 }
 
-Ledger::Ledger(storage::Database& db, LedgerOptions options) : db_(db), options_(std::move(options)) {}
+Ledger::Ledger(storage::Database& db, LedgerOptions options) : db_(db), options_(std::move(options)) {
+  if (auto* m = options_.metrics) {
+    commits_ = &m->counter("alou_ledger_group_commits_total", "Ledger group commits (one SQLite transaction each)");
+    batches_ = &m->counter("alou_ledger_batches_committed_total",
+                           "Batches (a settlement with its usage and audit rows, a credit, ...) those commits carried");
+    commit_seconds_ = &m->histogram("alou_ledger_group_commit_seconds",
+                                    "Time to write and commit one group, on the database thread");
+  }
+}
 
 Ledger::~Ledger() { close(); }
 
@@ -316,6 +324,7 @@ void Ledger::flush(SQLite::Database& c) {
       try {
         // A failed group may have left a statement mid-step.
         for (auto* st : {&ins, &usage, &event, &hold_ins, &hold_del, &bal, &stmts_->tip}) st->tryReset();
+        const auto round_started = std::chrono::steady_clock::now();
         SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
         {
           std::lock_guard lock(mu_);
@@ -420,6 +429,12 @@ void Ledger::flush(SQLite::Database& c) {
           checkpoint_seq = seq;
         }
         tx.commit();
+        if (commits_ != nullptr) {
+          commits_->inc();
+          batches_->inc(group.size());
+          commit_seconds_->observe(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - round_started).count());
+        }
       } catch (const std::exception& e) {
         failure = e.what();
       }

@@ -24,10 +24,6 @@ constexpr int kBusyTimeoutMs = 5000;
 // Pages kept in memory per connection (negative: KiB): the right-hand
 // B-tree pages every group commit touches stay cached.
 constexpr int kCacheKiB = 16 * 1024;
-// WAL frames before an automatic checkpoint. The writer rewrites the same
-// few right-hand pages every commit, so a longer WAL copies (and fsyncs)
-// far fewer pages per commit than the default 1,000.
-constexpr int kWalAutocheckpointPages = 8192;
 
 // Process-wide SQLite settings, before the first connection: no memory
 // statistics (each allocation would take a global mutex for them).
@@ -155,7 +151,6 @@ Result<std::unique_ptr<Database>> Database::open_file(const std::filesystem::pat
     conn->exec("PRAGMA foreign_keys=ON");
     conn->exec("PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
     conn->exec("PRAGMA cache_size=-" + std::to_string(kCacheKiB));
-    conn->exec("PRAGMA wal_autocheckpoint=" + std::to_string(kWalAutocheckpointPages));
     return std::unique_ptr<Database>(new Database(std::move(conn), file));
   } catch (const std::exception& e) {
     return storage_error("cannot open database " + file.string() + ": " + e.what());

@@ -8,6 +8,7 @@
 // accounts "system:revenue", "system:credits" (the source of credit given)
 // and "system:admin" (the bootstrap admin key, which may overdraw).
 #include "alou/core/error.hpp"
+#include "alou/core/metrics.hpp"
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -141,6 +142,8 @@ struct LedgerOptions {
   // Serve only: holds left in the table are from a crashed run. A CLI
   // opening the same database beside a running server must keep them.
   bool release_stale_holds = false;
+  // Group-commit metrics (alou_ledger_*) go here when set.
+  metrics::Registry* metrics = nullptr;
 };
 
 class Ledger final {
@@ -221,6 +224,9 @@ class Ledger final {
 
   struct Stmts;
   std::unique_ptr<Stmts> stmts_;  // the writer's, on the database thread
+  metrics::Counter* commits_ = nullptr;       // group commits (transactions)
+  metrics::Counter* batches_ = nullptr;       // batches they carried
+  metrics::Histogram* commit_seconds_ = nullptr;
 
   std::thread poller_;
   std::mutex poll_mu_;
