@@ -1,5 +1,7 @@
 #include "alou/core/json_text.hpp"
 
+#include <cstring>
+
 namespace alou {
 
 std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
@@ -27,6 +29,49 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
     if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
   }
   return len;
+}
+
+char* write_json_escaped(char* dst, std::string_view s) noexcept {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto put = [&dst](const char* text, std::size_t n) {
+    std::memcpy(dst, text, n);
+    dst += n;
+  };
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      *dst++ = static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      const std::size_t len = utf8_sequence_length(s, i);
+      if (len != 0) {
+        put(s.data() + i, len);
+        i += len;
+      } else {
+        put("\\ufffd", 6);
+        ++i;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': put("\\\"", 2); break;
+      case '\\': put("\\\\", 2); break;
+      case '\n': put("\\n", 2); break;
+      case '\r': put("\\r", 2); break;
+      case '\t': put("\\t", 2); break;
+      case '\b': put("\\b", 2); break;
+      case '\f': put("\\f", 2); break;
+      default: {
+        const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+        put(esc, sizeof esc);
+      }
+    }
+    ++i;
+  }
+  return dst;
 }
 
 }  // namespace alou

@@ -10,7 +10,9 @@
 //
 //   std::string data = JsonObject{}.str("provider", name).num("attempt", 2).boolean("stream", true).done();
 //   // {"provider":"openai","attempt":2,"stream":true}
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -78,57 +80,71 @@ void append_json_string(Out& out, std::string_view s) {
   out.push_back('"');
 }
 
-// One JSON object, written member by member in the order given.
+// Writes `s` JSON-escaped (without quotes) at `dst`, which has room for
+// 6 * s.size() bytes; returns the end. ASCII runs are copied as they are.
+char* write_json_escaped(char* dst, std::string_view s) noexcept;
+
+// One JSON object, written member by member in the order given. Keys are
+// written as given: they must be plain ASCII names (no quote, backslash or
+// control character). Values are escaped.
 class JsonObject {
  public:
   JsonObject() {
-    out_.reserve(128);
-    out_.push_back('{');
+    out_.resize(192);
+    out_[0] = '{';
   }
 
   JsonObject& str(std::string_view key, std::string_view value) {
-    name(key);
-    append_json_string(out_, value);
+    char* p = name(key, 2 + 6 * value.size());
+    *p++ = '"';
+    p = write_json_escaped(p, value);
+    *p++ = '"';
+    len_ = static_cast<std::size_t>(p - out_.data());
     return *this;
   }
   JsonObject& num(std::string_view key, std::int64_t value) {
-    name(key);
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, value);
-    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
+    char* p = name(key, 24);
+    p = std::to_chars(p, p + 24, value).ptr;
+    len_ = static_cast<std::size_t>(p - out_.data());
     return *this;
   }
-  JsonObject& boolean(std::string_view key, bool value) {
-    name(key);
-    out_ += value ? "true" : "false";
-    return *this;
-  }
-  JsonObject& null(std::string_view key) {
-    name(key);
-    out_ += "null";
-    return *this;
-  }
+  JsonObject& boolean(std::string_view key, bool value) { return raw(key, value ? "true" : "false"); }
+  JsonObject& null(std::string_view key) { return raw(key, "null"); }
   // `json` must be valid JSON text (e.g. another JsonObject's result).
   JsonObject& raw(std::string_view key, std::string_view json) {
-    name(key);
-    out_ += json;
+    char* p = name(key, json.size());
+    std::memcpy(p, json.data(), json.size());
+    len_ = static_cast<std::size_t>(p + json.size() - out_.data());
     return *this;
   }
 
   // The text; the object is spent.
   std::string done() {
-    out_.push_back('}');
+    reserve(1);
+    out_[len_++] = '}';
+    out_.resize(len_);
     return std::move(out_);
   }
 
  private:
-  void name(std::string_view key) {
-    if (out_.size() > 1) out_.push_back(',');
-    append_json_string(out_, key);
-    out_.push_back(':');
+  void reserve(std::size_t n) {
+    if (len_ + n > out_.size()) out_.resize(std::max(2 * out_.size(), len_ + n));
+  }
+  // Writes `,"key":` and returns where the value goes, with room for `value_room` bytes.
+  char* name(std::string_view key, std::size_t value_room) {
+    reserve(key.size() + 4 + value_room);
+    char* p = out_.data() + len_;
+    if (len_ > 1) *p++ = ',';
+    *p++ = '"';
+    std::memcpy(p, key.data(), key.size());
+    p += key.size();
+    *p++ = '"';
+    *p++ = ':';
+    return p;
   }
 
-  std::string out_;
+  std::string out_;  // sized ahead; the first len_ bytes are written
+  std::size_t len_ = 1;
 };
 
 }  // namespace alou
