@@ -43,9 +43,13 @@ std::string random_id() {
   randombytes_buf(b, sizeof b);
   char out[sizeof b * 2 + 1];
   sodium_bin2hex(out, sizeof out, b, sizeof b);
-  char ts[16];
-  std::snprintf(ts, sizeof ts, "%011llx", static_cast<unsigned long long>(now_ms()) & 0xfffffffffffULL);
-  return std::string("hold_") + ts + out;
+  // "hold_", 11 hex digits of milliseconds, 16 random hex digits.
+  std::string id = "hold_00000000000";
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto ms = static_cast<std::uint64_t>(now_ms());
+  for (std::size_t i = 0; i < 11; ++i) id[5 + 10 - i] = kHex[(ms >> (4 * i)) & 0xf];
+  id.append(out, sizeof b * 2);
+  return id;
 }
 
 json money_fields(std::string_view name, std::int64_t nanos) {

@@ -541,7 +541,7 @@ class GatewayImpl final : public Gateway {
     const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
     std::shared_ptr<IdempotencyClaim> claim;
     std::optional<http::Response> early;
-    early = co_await claim_idempotency_key(ex, claim);
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
     if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, body, stream);
     if (!hold) {
@@ -574,7 +574,7 @@ class GatewayImpl final : public Gateway {
     body->erase("stream");
     std::shared_ptr<IdempotencyClaim> claim;
     std::optional<http::Response> early;
-    early = co_await claim_idempotency_key(ex, claim);
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
     if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, *body, stream);
     if (!hold) {
@@ -663,7 +663,7 @@ class GatewayImpl final : public Gateway {
     const DurationTimer timer{duration(model)};
     std::shared_ptr<IdempotencyClaim> claim;
     std::optional<http::Response> early;
-    early = co_await claim_idempotency_key(ex, claim);
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
     if (early) co_return std::move(*early);
     auto hold = open_hold(ex, model, body, false, 1);
     if (!hold) {

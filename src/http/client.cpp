@@ -263,6 +263,9 @@ struct Client::Impl {
     }
   }
 
+  // The parsed URL, from a small cache (the same few URLs come back on
+  // every request).
+  Result<std::shared_ptr<const Origin>> origin_of(const std::string& url);
   std::unique_ptr<Connection> take_idle(const std::string& key);
   void put_idle(const std::string& key, std::unique_ptr<Connection> c);
   net::awaitable<Result<tcp::resolver::results_type>> resolve(const Origin& o,
@@ -286,10 +289,26 @@ struct Client::Impl {
     tcp::resolver::results_type results;
     Clock::time_point expires;
   };
-  std::mutex mu;  // guards idle and dns; never held across an await
+  std::mutex mu;  // guards idle, dns and origins; never held across an await
   std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
   std::unordered_map<std::string, DnsEntry> dns;
+  std::unordered_map<std::string, std::shared_ptr<const Origin>> origins;  // emptied past kMaxOrigins
 };
+
+Result<std::shared_ptr<const Origin>> Client::Impl::origin_of(const std::string& url) {
+  constexpr std::size_t kMaxOrigins = 256;
+  {
+    const std::lock_guard lock(mu);
+    if (const auto it = origins.find(url); it != origins.end()) return it->second;
+  }
+  Result<Origin> parsed = parse_url(url);
+  if (!parsed) return parsed.error();
+  auto o = std::make_shared<const Origin>(std::move(*parsed));
+  const std::lock_guard lock(mu);
+  if (origins.size() >= kMaxOrigins) origins.clear();
+  origins.emplace(url, o);
+  return o;
+}
 
 struct ClientStream::State {
   State(std::shared_ptr<Client::Impl> i, std::string k, std::unique_ptr<Connection> c,
@@ -426,9 +445,9 @@ net::awaitable<Result<std::unique_ptr<Connection>>> Client::Impl::connect(
 
 net::awaitable<Result<std::unique_ptr<ClientStream::State>>> Client::Impl::open(
     const std::shared_ptr<Impl>& self, ClientRequest& req) {
-  const Result<Origin> origin = parse_url(req.url);
+  const Result<std::shared_ptr<const Origin>> origin = origin_of(req.url);
   if (!origin) co_return origin.error();
-  const Origin& o = *origin;
+  const Origin& o = **origin;
   const auto deadline = Clock::now() + opts.total_timeout;
   const bool head = req.method == Verb::head;
   const Result<OutMessage> built = build_request(req, o);
