@@ -193,7 +193,7 @@ void Ledger::unreserve(const std::string& account, std::int64_t amount) {
   f.held_nanos = std::max<std::int64_t>(0, f.held_nanos - amount);
 }
 
-void Ledger::submit(Batch batch, Done done) {
+void Ledger::submit(Batch batch, Done done, bool awaited) {
   for (const auto& t : batch.transfers) {
     if (t.amount_nanos <= 0 || t.debit.empty() || t.credit.empty() || t.debit == t.credit) {
       done(Error::bad_request("a transfer needs two different accounts and a positive amount", "invalid_transfer"));
@@ -201,15 +201,20 @@ void Ledger::submit(Batch batch, Done done) {
     }
   }
   bool start = false;
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
     if (closed_) {
       done(Error::unavailable("the ledger is closed", "ledger_unavailable"));
       return;
     }
-    queue_.push_back(Pending{std::move(batch), std::move(done)});
+    queue_.push_back(Pending{std::move(batch), std::move(done), awaited});
+    if (awaited) ++awaited_queued_;
     if (!flushing_) flushing_ = start = true;
+    wake = awaited || queue_.size() >= kLingerBatches;
   }
+  // A writer lingering for more background batches goes at once.
+  if (wake) linger_cv_.notify_one();
   if (start) db_.post([this](SQLite::Database& c) { flush(c); });
 }
 
@@ -226,17 +231,21 @@ bool Ledger::has_old_lazy_holds() const {
 }
 
 void Ledger::commit_detached(Batch batch) {
-  submit(std::move(batch), [](Result<std::int64_t> r) {
-    if (!r) spdlog::error("ledger: a background commit failed: {}", r.error().message);
-  });
+  submit(
+      std::move(batch),
+      [](Result<std::int64_t> r) {
+        if (!r) spdlog::error("ledger: a background commit failed: {}", r.error().message);
+      },
+      false);
 }
 
 Result<std::int64_t> Ledger::commit_sync(Batch batch) {
   auto p = std::make_shared<std::promise<Result<std::int64_t>>>();
   auto f = p->get_future();
-  submit(std::move(batch), [p](Result<std::int64_t> r) { p->set_value(std::move(r)); });
+  submit(std::move(batch), [p](Result<std::int64_t> r) { p->set_value(std::move(r)); }, true);
   return f.get();
 }
+
 
 Entry entry_from_row(SQLite::Statement& st) {
   Entry e;
@@ -295,12 +304,22 @@ void Ledger::flush(SQLite::Database& c) {
       std::vector<Pending> group;
       std::vector<LazyHold> lazy;
       {
-        std::lock_guard lock(mu_);
+        std::unique_lock lock(mu_);
+        // Only background batches (usage and audit rows of requests that
+        // do not wait): linger up to kLinger for more, so that one commit
+        // carries many. Each commit rewrites the same right-hand B-tree
+        // pages, so fewer, larger commits write far fewer pages per
+        // request. An awaited batch, or enough of them, ends it at once.
+        const auto lingering = [this] {
+          return !closed_ && awaited_queued_ == 0 && !queue_.empty() && queue_.size() < kLingerBatches;
+        };
+        if (lingering()) linger_cv_.wait_for(lock, kLinger, [&] { return !lingering(); });
         if (queue_.empty()) {
           flushing_ = false;
           return;
         }
         group.swap(queue_);
+        awaited_queued_ = 0;
         lazy.swap(lazy_holds_);
       }
       // A hold created and ended within this round is never written.
@@ -472,6 +491,7 @@ void Ledger::flush(SQLite::Database& c) {
     {
       std::lock_guard lock(mu_);
       group.swap(queue_);
+      awaited_queued_ = 0;
       flushing_ = false;
     }
     for (auto& p : group) p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
@@ -656,6 +676,7 @@ void Ledger::close() {
     if (closed_) return;
     closed_ = true;
   }
+  linger_cv_.notify_all();  // a lingering writer commits what it has now
   if (poller_.joinable()) {
     {
       std::lock_guard lock(poll_mu_);

@@ -161,10 +161,13 @@ class Ledger final {
     return boost::asio::async_initiate<Token, void(Result<std::int64_t>)>(
         [this](auto handler, Batch b) {
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          submit(std::move(b), [h](Result<std::int64_t> r) mutable {
-            auto ex = boost::asio::get_associated_executor(*h);
-            boost::asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
-          });
+          submit(
+              std::move(b),
+              [h](Result<std::int64_t> r) mutable {
+                auto ex = boost::asio::get_associated_executor(*h);
+                boost::asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+              },
+              true);
         },
         token, std::move(batch));
   }
@@ -211,9 +214,10 @@ class Ledger final {
   struct Pending {
     Batch batch;
     Done done;
+    bool awaited = false;  // someone waits for it (a settlement before its answer)
   };
   Ledger(storage::Database& db, LedgerOptions options);
-  void submit(Batch batch, Done done);
+  void submit(Batch batch, Done done, bool awaited);
   void flush(SQLite::Database& c);  // on the database thread
   void write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const;
   static VerifyReport verify_on(SQLite::Database& c, const std::string& own_key);
@@ -221,6 +225,10 @@ class Ledger final {
                            std::map<std::string, std::int64_t>& deltas, SQLite::Statement* prepared_tip = nullptr);
   void catch_up(SQLite::Database& c);  // on the database thread
   bool has_old_lazy_holds() const;
+  // The writer waits up to kLinger for kLingerBatches background batches
+  // before committing only background work (see flush()).
+  static constexpr std::size_t kLingerBatches = 64;
+  static constexpr std::chrono::microseconds kLinger{1000};
 
   struct Stmts;
   std::unique_ptr<Stmts> stmts_;  // the writer's, on the database thread
@@ -247,6 +255,8 @@ class Ledger final {
   };
   std::vector<LazyHold> lazy_holds_;
   bool flushing_ = false;
+  std::size_t awaited_queued_ = 0;      // awaited batches in queue_
+  std::condition_variable linger_cv_;  // with mu_: the writer's linger ends
   bool closed_ = false;
   std::int64_t tip_seq_ = 0;  // as known to this process
   std::string tip_hash_ = kGenesisHash;
