@@ -1,12 +1,12 @@
 #include "alou/auth/keys.hpp"
 
 #include "alou/core/random.hpp"
+#include "alou/core/sha256.hpp"
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
 #include <openssl/crypto.h>
-#include <sodium.h>
 
 #include <sstream>
 
@@ -92,20 +92,7 @@ bool valid_tool_entry(std::string_view t) {
 
 }  // namespace
 
-std::string hash_secret(std::string_view secret) {
-  // libsodium's SHA-256: OpenSSL 3's SHA256() looks its algorithm up in the
-  // provider registry (locks, name compares) on every call, and this runs
-  // once per authenticated request.
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(secret.data()), secret.size());
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(crypto_hash_sha256_BYTES * 2, '\0');
-  for (std::size_t i = 0; i < crypto_hash_sha256_BYTES; ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 0xf];
-  }
-  return out;
-}
+std::string hash_secret(std::string_view secret) { return sha256_hex(secret); }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;

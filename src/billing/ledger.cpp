@@ -1,9 +1,9 @@
 #include "alou/billing/ledger.hpp"
 
+#include "alou/core/sha256.hpp"
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
-#include <openssl/sha.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -99,9 +99,8 @@ std::string entry_hash(const Entry& e) {
   netstring(buf, e.memo);
   netstring(buf, e.meta);
   netstring(buf, e.prev_hash);
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(buf.data()), buf.size(), digest);
-  return hex(digest, sizeof digest);
+  const auto digest = sha256(buf);
+  return hex(digest.data(), digest.size());
 }
 
 nlohmann::json VerifyReport::to_json() const {
