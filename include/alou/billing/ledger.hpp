@@ -229,6 +229,10 @@ class Ledger final {
   // before committing only background work (see flush()).
   static constexpr std::size_t kLingerBatches = 64;
   static constexpr std::chrono::microseconds kLinger{1000};
+  // A hold's row is written once the hold is this old (see flush()); the
+  // poller forces a round for such holds (has_old_lazy_holds).
+  static constexpr std::chrono::milliseconds kHoldRowAge{100};
+  bool closed_now() const;
 
   struct Stmts;
   std::unique_ptr<Stmts> stmts_;  // the writer's, on the database thread
