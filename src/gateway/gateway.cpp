@@ -549,7 +549,8 @@ class GatewayImpl final : public Gateway {
       co_return ex.error(hold.error());
     }
     if (!stream) {
-      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat, nullptr, claim.get());
+      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat, nullptr, claim.get(),
+                                    forwardable(ex.request().body()));
       co_return res;
     }
     auto res = co_await chat_streamed(ex, body, model, *targets, **hold, false, claim.get());
@@ -710,10 +711,24 @@ class GatewayImpl final : public Gateway {
   // Rewrites a successful upstream body for the client (e.g. OpenAI -> Anthropic).
   using Transform = std::function<std::string(const std::string&)>;
 
-  // One buffered upstream call with retries and fallbacks (chat or embeddings).
+  // The client's chat body as it came, if it may be forwarded as is to a
+  // route whose upstream model has the same name: one "model" member, so
+  // that no upstream can read another model than the one authorised and
+  // priced here (a JSON parser keeping the first of duplicate keys).
+  static std::string_view forwardable(std::string_view raw) {
+    constexpr std::string_view kKey = "\"model\"";
+    const auto first = raw.find(kKey);
+    if (first == std::string_view::npos || raw.find(kKey, first + 1) != std::string_view::npos) return {};
+    return raw;
+  }
+
+  // One buffered upstream call with retries and fallbacks (chat or
+  // embeddings). `raw`: the client's text of `body` (chat), forwarded as is
+  // to a target whose upstream model is `model` itself.
   net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
                                            const std::vector<const Target*>& targets, Hold& hold, Call call,
-                                           const Transform* transform = nullptr, IdempotencyClaim* claim = nullptr) {
+                                           const Transform* transform = nullptr, IdempotencyClaim* claim = nullptr,
+                                           std::string_view raw = {}) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];
@@ -725,7 +740,14 @@ class GatewayImpl final : public Gateway {
         }
         hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
-        auto r = co_await (t.provider->*call)(body);
+        const bool as_sent = !raw.empty() && call == &Provider::chat && t.model == model;
+        std::optional<UpResult<std::string>> sent;
+        if (as_sent) {
+          sent.emplace(co_await t.provider->chat_raw(body, raw));
+        } else {
+          sent.emplace(co_await (t.provider->*call)(body));
+        }
+        auto r = std::move(*sent);
         if (!r && co_await client_gone()) {
           // The client left (its cancellation ended the call): not the
           // route's fault, so no breaker count, no retry; nothing charged.

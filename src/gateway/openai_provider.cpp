@@ -93,6 +93,13 @@ class OpenAiProvider final : public Provider {
     co_return r;
   }
 
+  boost::asio::awaitable<UpResult<std::string>> chat_raw(const json& body, std::string_view raw) override {
+    auto req = make_request(body, "chat/completions", raw);
+    auto res = co_await send_buffered(*client_, std::move(req), name_);
+    if (!res) co_return res.error();
+    co_return std::move(res->body);
+  }
+
   boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const json& body) override {
     auto s = co_await open_stream(*client_, make_request(body), name_);
     if (!s) co_return s.error();
@@ -108,7 +115,9 @@ class OpenAiProvider final : public Provider {
     co_return std::move(res->body);
   }
 
-  http::ClientRequest make_request(const json& body, std::string_view op = "chat/completions") const {
+  // `raw`, when given, is sent as the body (the client's text of `body`).
+  http::ClientRequest make_request(const json& body, std::string_view op = "chat/completions",
+                                   std::string_view raw = {}) const {
     http::ClientRequest req;
     req.method = http::Verb::post;
     const std::string key = key_.get();
@@ -121,7 +130,7 @@ class OpenAiProvider final : public Provider {
       if (!key.empty()) req.headers.emplace_back("authorization", "Bearer " + key);
     }
     req.headers.emplace_back("content-type", "application/json");
-    req.body = body.dump();
+    req.body = raw.empty() ? body.dump() : std::string(raw);
     return req;
   }
 

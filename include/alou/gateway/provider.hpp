@@ -48,6 +48,13 @@ class Provider {
   // `body` is an OpenAI chat request whose "model" is the upstream model.
   // Returns the OpenAI chat.completion JSON text.
   virtual boost::asio::awaitable<UpResult<std::string>> chat(const nlohmann::json& body) = 0;
+  // The same, given also `raw`: the client's own text of `body` (which then
+  // holds the very same request). A provider speaking OpenAI's format sends
+  // it as it came instead of serialising `body` again; the others ignore it.
+  virtual boost::asio::awaitable<UpResult<std::string>> chat_raw(const nlohmann::json& body, std::string_view raw) {
+    (void)raw;
+    return chat(body);
+  }
   // Same, streamed (the gateway sets stream and stream_options).
   virtual boost::asio::awaitable<UpResult<std::unique_ptr<ChatStream>>> chat_stream(const nlohmann::json& body) = 0;
   // OpenAI embeddings request -> the OpenAI embeddings response JSON text.
