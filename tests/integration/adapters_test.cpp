@@ -71,6 +71,10 @@ class Recorder final : public alou::http::Filter {
     std::lock_guard lock(mu_);
     return json::parse(body_, nullptr, false);
   }
+  std::string body_text() {
+    std::lock_guard lock(mu_);
+    return body_;
+  }
   std::atomic<int> anthropic{0};
   std::atomic<int> gemini{0};
 
@@ -241,7 +245,8 @@ class AdaptersTest : public AppTest {
                 model("claude-down", "claude-dead", "claude-x", {}),
                 model("gemini-down", "gem-dead", "gemini-x", {}),
                 model("claude-bad", "claude-bad", "claude-x", {}),
-                model("azure", "az", "gpt-deploy", {})};
+                model("azure", "az", "gpt-deploy", {}),
+                model("gpt-deploy", "az", "gpt-deploy", {})};
   }
 
   int upstream_calls(const Kind& k) const {
@@ -747,6 +752,35 @@ TEST_F(AdaptersTest, AzureUsesDeploymentsApiVersionAndApiKey) {
   EXPECT_EQ(upstream_.recorder->target(), "/openai/deployments/gpt-deploy/embeddings?api-version=2024-10-21");
   // The key never appears in what the client sees.
   EXPECT_EQ(r.body().find(kAzureKey), std::string::npos);
+}
+
+// A chat body whose model keeps its name upstream goes to an OpenAI-format
+// upstream exactly as the client wrote it (spacing, key order, unknown
+// fields); a renamed model, or a body naming "model" twice, is rewritten.
+TEST_F(AdaptersTest, ChatBodyIsForwardedAsSentUnlessItMustChange) {
+  Headers h = bearer(kAdminKey);
+  h.emplace_back("Content-Type", "application/json");
+  const std::string as_sent =
+      R"({ "messages" : [ {"role":"user","content":"hello world"} ],"zeta": 1.50, "model":"gpt-deploy" })";
+  const Res r = request(bhttp::verb::post, "/v1/chat/completions", h, as_sent);
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  EXPECT_EQ(parse(r.body())["choices"][0]["message"]["content"], "echo: hello world");
+  EXPECT_EQ(upstream_.recorder->body_text(), as_sent);
+
+  // Renamed on the way (azure -> gpt-deploy): serialised again, new name.
+  const std::string renamed = R"({"model":"azure","messages":[{"role":"user","content":"hello world"}]})";
+  ASSERT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, renamed).result_int(), 200);
+  EXPECT_NE(upstream_.recorder->body_text(), renamed);
+  EXPECT_EQ(upstream_.recorder->body().value("model", ""), "gpt-deploy");
+
+  // "model" twice: the upstream gets one, the one routed and priced here
+  // (the last, as parsed), whatever its own parser would have kept.
+  const std::string twice =
+      R"({"model":"azure","model":"gpt-deploy","messages":[{"role":"user","content":"hello world"}]})";
+  ASSERT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, twice).result_int(), 200);
+  const std::string sent = upstream_.recorder->body_text();
+  EXPECT_EQ(sent.find("\"model\""), sent.rfind("\"model\"")) << sent;
+  EXPECT_EQ(upstream_.recorder->body().value("model", ""), "gpt-deploy") << sent;
 }
 
 }  // namespace
