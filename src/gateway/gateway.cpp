@@ -24,6 +24,7 @@
 #include <mutex>
 #include <atomic>
 #include <deque>
+#include <utility>
 #include <unordered_map>
 
 namespace alou::gateway {
@@ -938,29 +939,48 @@ class GatewayImpl final : public Gateway {
         hold.event("completion", JsonObject{}.str("outcome", o).str("provider", provider).done());
       }
     } rec{*this, model, used->provider->name(), false, false, hold};
+    // One upstream chunk: its usage is noted and billed; the SSE frame to
+    // send, or nothing (a usage-only chunk the client did not ask for).
+    auto frame_of = [&](const std::string& chunk) -> std::optional<std::string> {
+      bool forward = true;
+      // Chunks say "usage":null until the last one: parse only that one.
+      if (usage_object_at(chunk) != std::string_view::npos) {
+        auto j = json::parse(chunk, nullptr, false);
+        if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
+          record_usage(model, j["usage"]);
+          bill.usage = usage_of(j["usage"]);
+          const bool usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
+          if (!client_wants_usage && usage_only) forward = false;
+        }
+      }
+      if (!bill.usage) bill.see(chunk);
+      if (!forward) return std::nullopt;
+      std::string frame;
+      frame.reserve(chunk.size() + 8);
+      frame.append("data: ").append(chunk).append("\n\n");
+      return frame;
+    };
+    // The first chunk is already here: it goes out in the same write as the
+    // response head (one packet, one wake-up of the client, sooner).
+    http::SseOptions opts;
+    const bool first_with_head = !anthropic_events;
+    if (first_with_head) {
+      if (auto f = frame_of(*first)) {
+        if (claim) claim->tape(*f);
+        opts.first = std::move(*f);
+      }
+    }
     auto producer = [&](http::SseWriter& client) -> net::awaitable<void> {
       std::optional<TapWriter> tap;
       if (claim) tap.emplace(client, *claim);
       http::SseWriter& w = tap ? static_cast<http::SseWriter&>(*tap) : client;
       std::optional<std::string> chunk = std::move(first);
+      bool handled = first_with_head;  // the first chunk went with the head
       while (chunk) {
-        bool forward = true;
-        // Chunks say "usage":null until the last one: parse only that one.
-        if (usage_object_at(*chunk) != std::string_view::npos) {
-          auto j = json::parse(*chunk, nullptr, false);
-          if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
-            record_usage(model, j["usage"]);
-            bill.usage = usage_of(j["usage"]);
-            const bool usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
-            if (!client_wants_usage && usage_only) forward = false;
-          }
-        }
-        if (!bill.usage) bill.see(*chunk);
-        if (forward) {
-          std::string frame;
-          frame.reserve(chunk->size() + 8);
-          frame.append("data: ").append(*chunk).append("\n\n");
-          if (!co_await w.send_raw(frame)) co_return;
+        if (!std::exchange(handled, false)) {
+          std::optional<std::string> frame;
+          frame = frame_of(*chunk);
+          if (frame && !co_await w.send_raw(*frame)) co_return;
         }
         auto n = co_await upstream->next();
         if (!n) {
@@ -1071,7 +1091,6 @@ class GatewayImpl final : public Gateway {
                                  {"type", "server_error"},
                                  {"param", nullptr},
                                  {"code", "server_shutdown"}}}};
-    http::SseOptions opts;
     opts.shutdown_event = "data: " + shutdown_err.dump() + "\n\n";
     co_await ex.stream_sse(producer, std::move(opts));
     co_return http::Exchange::streamed();

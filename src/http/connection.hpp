@@ -34,8 +34,11 @@ class Connection {
   virtual boost::asio::any_io_executor executor() = 0;
   virtual Pipeline& pipeline() = 0;
   virtual const ServerSettings& settings() const = 0;
-  // Writes only the head of `res` (which must be chunked or have a length).
-  virtual boost::asio::awaitable<boost::system::error_code> write_head(Response& res) = 0;
+  // Writes the head of `res` (which must be chunked or have a length) and,
+  // if `first_chunk` is not empty, the body's first chunk in the same write
+  // (chunked framing added here).
+  virtual boost::asio::awaitable<boost::system::error_code> write_head(Response& res,
+                                                                        std::string_view first_chunk) = 0;
   virtual boost::asio::awaitable<boost::system::error_code> write_buffers(
       const std::vector<boost::asio::const_buffer>& buffers) = 0;
   // Reads whatever the client sends (kept for the next request) until an

@@ -30,6 +30,7 @@
 
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <mutex>
 #include <optional>
 #include <unordered_set>
@@ -298,12 +299,20 @@ class Session final : public SessionBase, public Connection {
   Pipeline& pipeline() override { return shared_.pipeline; }
   const ServerSettings& settings() const override { return shared_.settings; }
 
-  net::awaitable<boost::system::error_code> write_head(Response& res) override {
+  net::awaitable<boost::system::error_code> write_head(Response& res, std::string_view first_chunk) override {
     std::string head;
     head.reserve(256);
     wire::append_response_head(head, res);
+    if (!first_chunk.empty()) {
+      char size[20];
+      const auto r = std::to_chars(size, size + sizeof size, first_chunk.size(), 16);
+      head.append(size, r.ptr).append("\r\n");
+    }
+    const std::array<net::const_buffer, 3> out{
+        net::buffer(head), net::buffer(first_chunk),
+        net::buffer(first_chunk.empty() ? std::string_view() : std::string_view("\r\n"))};
     beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
-    auto [ec, n] = co_await net::async_write(stream_, net::buffer(head), kAwait);
+    auto [ec, n] = co_await net::async_write(stream_, out, kAwait);
     beast::get_lowest_layer(stream_).expires_never();
     co_return ec;
   }

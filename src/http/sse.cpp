@@ -232,7 +232,7 @@ net::awaitable<void> Exchange::stream_sse(std::function<net::awaitable<void>(Sse
   head.chunked(true);
   head.keep_alive(req_.keep_alive());
   conn_.pipeline().finish_head(*this, head);
-  if (auto ec = co_await conn_.write_head(head)) {
+  if (auto ec = co_await conn_.write_head(head, options.first)) {
     conn_.close_after_response();
     co_return;
   }

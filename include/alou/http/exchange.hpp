@@ -30,6 +30,10 @@ struct SseOptions {
   // The event sent when the server shuts down mid-stream (raw SSE text,
   // e.g. "event: error\ndata: {...}\n\n"); empty: a default Alou error event.
   std::string shutdown_event;
+  // Raw SSE text written in the same write as the response head (the
+  // stream's first event when it is already at hand): the client gets both
+  // in one packet.
+  std::string first;
 };
 
 struct WebSocketOptions {
