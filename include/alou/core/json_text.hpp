@@ -25,64 +25,25 @@ namespace alou {
 // (overlong forms, surrogates and code points above U+10FFFF are invalid).
 std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
 
-// Appends `s` as a quoted JSON string to `out` (a std::string or any buffer
-// with append(const char*, const char*) and push_back(char)).
-template <class Out>
-void append_json_string(Out& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  const auto put = [&out](std::string_view t) {
-    if constexpr (std::is_same_v<Out, std::string>) {
-      out.append(t.data(), t.size());  // not the iterator overload (a temporary string)
-    } else {
-      out.append(t.data(), t.data() + t.size());
-    }
-  };
-  out.push_back('"');
-  std::size_t i = 0;
-  std::size_t run = 0;  // start of the pending run of bytes copied as they are
-  const auto flush = [&] {
-    if (i > run) put(s.substr(run, i - run));
-  };
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      const std::size_t len = utf8_sequence_length(s, i);
-      if (len != 0) {
-        i += len;
-        continue;
-      }
-      flush();
-      put("\\ufffd");
-      run = ++i;
-      continue;
-    }
-    flush();
-    switch (c) {
-      case '"': put("\\\""); break;
-      case '\\': put("\\\\"); break;
-      case '\n': put("\\n"); break;
-      case '\r': put("\\r"); break;
-      case '\t': put("\\t"); break;
-      case '\b': put("\\b"); break;
-      case '\f': put("\\f"); break;
-      default: {
-        const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-        put(std::string_view(esc, sizeof esc));
-      }
-    }
-    run = ++i;
-  }
-  flush();
-  out.push_back('"');
-}
-
 // Writes `s` JSON-escaped (without quotes) at `dst`, which has room for
 // 6 * s.size() bytes; returns the end. ASCII runs are copied as they are.
 char* write_json_escaped(char* dst, std::string_view s) noexcept;
+
+// Appends `s` as a quoted JSON string to `out` (a std::string, or any
+// buffer with append(const char*, const char*), e.g. spdlog's).
+template <class Out>
+void append_json_string(Out& out, std::string_view s) {
+  std::string text(2 + 6 * s.size(), '\0');
+  char* end = text.data();
+  *end++ = '"';
+  end = write_json_escaped(end, s);
+  *end++ = '"';
+  if constexpr (std::is_same_v<Out, std::string>) {
+    out.append(text.data(), static_cast<std::size_t>(end - text.data()));
+  } else {
+    out.append(text.data(), end);
+  }
+}
 
 // One JSON object, written member by member in the order given. Keys are
 // written as given: they must be plain ASCII names (no quote, backslash or

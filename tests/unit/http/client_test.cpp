@@ -333,6 +333,30 @@ TEST(Client, FreshConnectionClosedWithoutResponseIsNotRetried) {
   EXPECT_EQ(server.accepted(), 1);
 }
 
+// A header value with a line break would forge fields (or a second request)
+// upstream: refused before anything is sent, and the value (maybe a key) is
+// not repeated in the error.
+TEST(Client, HeaderWithLineBreakIsRefusedAndNothingIsSent) {
+  TestServer server([](tcp::socket& s, int) {
+    beast::flat_buffer buffer;
+    ServerRequest req;
+    read_request(s, buffer, req);
+  });
+  net::io_context ioc;
+  Client client(ioc.get_executor(), fast_options());
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"authorization", "Bearer sk-secret\r\nX-Injected: 1"}, {"x-bad\nname", "v"}, {"x-lf", "a\nb"}}) {
+    ClientRequest req = get(server.url("/"));
+    req.headers.emplace_back(name, value);
+    const Result<ClientResponse> r = run(ioc, client.request(req));
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().status, 500);
+    EXPECT_EQ(r.error().code, "invalid_upstream_header");
+    EXPECT_EQ(r.error().message.find("secret"), std::string::npos);
+  }
+  EXPECT_EQ(server.accepted(), 0);
+}
+
 net::awaitable<std::vector<std::string>> read_all(Client& client, ClientRequest req,
                                                   std::promise<void>* after_first) {
   Result<std::unique_ptr<ClientStream>> s = co_await client.stream(std::move(req));
