@@ -181,43 +181,6 @@ struct Connection {
 
 namespace {
 
-template <class Stream>
-net::awaitable<error_code> write_on(Stream& s, const OutMessage& msg) {
-  const std::array<net::const_buffer, 2> out{net::buffer(msg.head), net::buffer(msg.body)};
-  const auto [ec, n] = co_await net::async_write(s, out, kAwait);
-  (void)n;
-  co_return ec;
-}
-
-template <class Stream>
-net::awaitable<std::pair<error_code, std::size_t>> read_header_on(Stream& s, beast::flat_buffer& b,
-                                                                   Parser& p) {
-  const auto [ec, n] = co_await bhttp::async_read_header(s, b, p, kAwait);
-  co_return std::pair<error_code, std::size_t>(ec, n);
-}
-
-template <class Stream>
-net::awaitable<error_code> read_some_on(Stream& s, beast::flat_buffer& b, Parser& p) {
-  const auto [ec, n] = co_await bhttp::async_read_some(s, b, p, kAwait);
-  (void)n;
-  co_return ec;
-}
-
-net::awaitable<error_code> write_request(Connection& c, const OutMessage& msg) {
-  if (c.tls) co_return co_await write_on(*c.tls, msg);
-  co_return co_await write_on(*c.plain, msg);
-}
-
-net::awaitable<std::pair<error_code, std::size_t>> read_header(Connection& c, Parser& p) {
-  if (c.tls) co_return co_await read_header_on(*c.tls, c.buffer, p);
-  co_return co_await read_header_on(*c.plain, c.buffer, p);
-}
-
-net::awaitable<error_code> read_some(Connection& c, Parser& p) {
-  if (c.tls) co_return co_await read_some_on(*c.tls, c.buffer, p);
-  co_return co_await read_some_on(*c.plain, c.buffer, p);
-}
-
 // An idle pooled connection is usable if the peer has neither closed it nor
 // sent anything (a close_notify, garbage): a non-blocking peek would block.
 bool still_usable(Connection& c) {
@@ -471,13 +434,34 @@ net::awaitable<Result<std::unique_ptr<ClientStream::State>>> Client::Impl::open(
     Connection& c = *state->conn;
     c.buffer.clear();
     c.tcp().expires_at(std::min(Clock::now() + opts.first_byte_timeout, deadline));
-    const error_code wec = co_await write_request(c, msg);
+    // The TLS and plain branches are written out here rather than in helper
+    // coroutines: each nested coroutine is a frame allocated, resumed and
+    // freed per operation on the hot path.
+    const std::array<net::const_buffer, 2> out{net::buffer(msg.head), net::buffer(msg.body)};
+    error_code wec;
+    if (c.tls) {
+      auto [ec, sent] = co_await net::async_write(*c.tls, out, kAwait);
+      wec = ec;
+    } else {
+      auto [ec, sent] = co_await net::async_write(*c.plain, out, kAwait);
+      wec = ec;
+    }
     if (wec) {
       c.tcp().expires_never();
       if (pooled && wec != beast::error::timeout && wec != net::error::operation_aborted) continue;
       co_return io_error(o.key, wec, "while sending the request");
     }
-    const auto [rec, n] = co_await read_header(c, state->parser);
+    error_code rec;
+    std::size_t n = 0;
+    if (c.tls) {
+      auto [ec, got] = co_await bhttp::async_read_header(*c.tls, c.buffer, state->parser, kAwait);
+      rec = ec;
+      n = got;
+    } else {
+      auto [ec, got] = co_await bhttp::async_read_header(*c.plain, c.buffer, state->parser, kAwait);
+      rec = ec;
+      n = got;
+    }
     c.tcp().expires_never();
     if (rec) {
       const bool nothing_received = n == 0 && c.buffer.size() == 0 && !state->parser.got_some();
@@ -562,7 +546,14 @@ net::awaitable<std::optional<Error>> ClientStream::next_into(std::string& out) {
       body.data = c.piece.get();
       body.size = kPieceBytes;
       c.tcp().expires_at(std::min(now + s.impl->opts.idle_read_timeout, s.deadline));
-      error_code ec = co_await read_some(c, s.parser);
+      error_code ec;
+      if (c.tls) {
+        auto [e, got] = co_await bhttp::async_read_some(*c.tls, c.buffer, s.parser, kAwait);
+        ec = e;
+      } else {
+        auto [e, got] = co_await bhttp::async_read_some(*c.plain, c.buffer, s.parser, kAwait);
+        ec = e;
+      }
       c.tcp().expires_never();
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec == ssl::error::stream_truncated && s.parser.need_eof()) {
