@@ -4,13 +4,13 @@
 
 #include "alou/core/metrics.hpp"
 #include "alou/core/money.hpp"
+#include "alou/core/random.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <boost/beast/http/field.hpp>
 #include <nlohmann/json.hpp>
-#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -39,17 +39,10 @@ std::int64_t clamp64(i128 v) {
 // Time-ordered (milliseconds, then random): the holds table's primary key
 // grows at its right edge instead of dirtying a random page per hold.
 std::string random_id() {
-  unsigned char b[8];
-  randombytes_buf(b, sizeof b);
-  char out[sizeof b * 2 + 1];
-  sodium_bin2hex(out, sizeof out, b, sizeof b);
   // "hold_", 11 hex digits of milliseconds, 16 random hex digits.
   std::string id = "hold_00000000000";
-  static constexpr char kHex[] = "0123456789abcdef";
-  const auto ms = static_cast<std::uint64_t>(now_ms());
-  for (std::size_t i = 0; i < 11; ++i) id[5 + 10 - i] = kHex[(ms >> (4 * i)) & 0xf];
-  id.append(out, sizeof b * 2);
-  return id;
+  put_hex(id.data() + 5, 11, static_cast<std::uint64_t>(now_ms()));
+  return id + random_hex(8);
 }
 
 json money_fields(std::string_view name, std::int64_t nanos) {

@@ -99,8 +99,7 @@ std::string entry_hash(const Entry& e) {
   netstring(buf, e.memo);
   netstring(buf, e.meta);
   netstring(buf, e.prev_hash);
-  const auto digest = sha256(buf);
-  return hex(digest.data(), digest.size());
+  return sha256_hex(buf);
 }
 
 nlohmann::json VerifyReport::to_json() const {

@@ -37,13 +37,9 @@ std::string fast_request_id() {
   // thread's random tag (written by hand: snprintf costs more than the
   // rest of the filter).
   std::string out(24, '0');
-  const auto put_hex = [&out](std::size_t at, std::size_t digits, std::uint64_t v) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (std::size_t i = 0; i < digits; ++i) out[at + digits - 1 - i] = kHex[(v >> (4 * i)) & 0xf];
-  };
-  put_hex(0, 11, static_cast<std::uint64_t>(ms));
-  put_hex(11, 5, ++st.n);
-  put_hex(16, 8, st.tag);
+  put_hex(out.data(), 11, static_cast<std::uint64_t>(ms));
+  put_hex(out.data() + 11, 5, ++st.n);
+  put_hex(out.data() + 16, 8, st.tag);
   return out;
 }
 

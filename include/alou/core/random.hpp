@@ -1,6 +1,7 @@
 #pragma once
-// Randomness from libsodium's CSPRNG.
+// Randomness from libsodium's CSPRNG, and the hex digits of time-ordered ids.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace alou {
@@ -9,5 +10,12 @@ namespace alou {
 std::string random_alnum(std::size_t n);
 // `n` random bytes as lowercase hex (2n characters).
 std::string random_hex(std::size_t n);
+
+// Writes the low `digits` hex digits of `value` (lowercase, zero-padded) at
+// `dst`: the time and counter parts of ids, without snprintf.
+inline void put_hex(char* dst, std::size_t digits, std::uint64_t value) noexcept {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < digits; ++i) dst[digits - 1 - i] = kHex[(value >> (4 * i)) & 0xf];
+}
 
 }  // namespace alou

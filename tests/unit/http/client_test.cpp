@@ -318,12 +318,15 @@ TEST(Client, PooledConnectionFailingBeforeResponseIsRetriedOnFreshOne) {
   EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 1U);
 }
 
+// An upstream that reads one request and closes without answering.
+void read_one_and_close(tcp::socket& s, int) {
+  beast::flat_buffer buffer;
+  ServerRequest req;
+  read_request(s, buffer, req);
+}
+
 TEST(Client, FreshConnectionClosedWithoutResponseIsNotRetried) {
-  TestServer server([](tcp::socket& s, int) {
-    beast::flat_buffer buffer;
-    ServerRequest req;
-    read_request(s, buffer, req);
-  });
+  TestServer server(read_one_and_close);
   net::io_context ioc;
   Client client(ioc.get_executor(), fast_options());
   const Result<ClientResponse> r = run(ioc, client.request(get(server.url("/"))));
@@ -337,11 +340,7 @@ TEST(Client, FreshConnectionClosedWithoutResponseIsNotRetried) {
 // upstream: refused before anything is sent, and the value (maybe a key) is
 // not repeated in the error.
 TEST(Client, HeaderWithLineBreakIsRefusedAndNothingIsSent) {
-  TestServer server([](tcp::socket& s, int) {
-    beast::flat_buffer buffer;
-    ServerRequest req;
-    read_request(s, buffer, req);
-  });
+  TestServer server(read_one_and_close);
   net::io_context ioc;
   Client client(ioc.get_executor(), fast_options());
   for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
