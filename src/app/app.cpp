@@ -1,6 +1,7 @@
 #include "alou/app/app.hpp"
 
 #include "alou/auth/filters.hpp"
+#include "alou/core/io_loop.hpp"
 #include "alou/billing/billing.hpp"
 #include "alou/auth/keys.hpp"
 #include "alou/auth/limits.hpp"
@@ -162,7 +163,8 @@ class AppImpl final : public App {
     started_threads_ = true;
     server_->start();
     const unsigned n = settings_.server.io_threads();
-    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    const std::chrono::microseconds busy_poll(settings_.server.busy_poll_us);
+    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this, busy_poll] { run_io(ioc_, busy_poll); });
     mcp_->start();
     spdlog::info("listening on {} ({} io thread{}, KV: {})", url(), n, n == 1 ? "" : "s", kv_->backend());
     // The contract promises this line whatever the log level.

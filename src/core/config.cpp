@@ -291,6 +291,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
       {"tls_key", Kind::kString, set_to(sv.tls_key)},
       {"cors_origins", Kind::kStringList, set_to(sv.cors_origins)},
       {"web_dir", Kind::kString, set_to(sv.web_dir)},
+      {"busy_poll_us", Kind::kUint, set_to(sv.busy_poll_us), 0, 100'000},
   };
   auto& st = s.storage;
   const std::vector<Field> storage = {

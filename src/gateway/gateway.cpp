@@ -2,6 +2,7 @@
 
 #include "alou/core/json_text.hpp"
 #include "alou/core/metrics.hpp"
+#include "alou/core/random.hpp"
 #include "alou/gateway/idempotency.hpp"
 #include "alou/gateway/provider.hpp"
 #include "alou/gateway/usage_scan.hpp"
@@ -189,8 +190,8 @@ struct StreamBill {
   }
 };
 
-// Random in [0, n), from libsodium (thread-safe, no shared engine state).
-std::uint32_t uniform(std::uint32_t n) { return n == 0 ? 0 : randombytes_uniform(n); }
+// Random in [0, n), from the thread's CSPRNG pool.
+std::uint32_t uniform(std::uint32_t n) { return random_uniform(n); }
 
 // Forwards to the client's writer and tapes what was sent, for an
 // Idempotency-Key replay.

@@ -30,6 +30,7 @@ struct ServerSettings {
   std::string tls_key;
   std::vector<std::string> cors_origins;          // empty: no CORS headers; "*" allowed
   std::string web_dir = "web";                    // static pages (/login); relative to the working dir
+  std::uint32_t busy_poll_us = 50;                // io threads poll this long before sleeping (0: never)
 
   // The io threads `threads` asks for (0: one per core, at least one).
   unsigned io_threads() const;
