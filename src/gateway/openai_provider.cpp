@@ -32,6 +32,9 @@ class OpenAiStream final : public ChatStream {
         ready_.pop_front();
         if (m.data == "[DONE]") {
           done_ = true;
+          // The body's last chunk usually follows: read it in the
+          // background and keep the connection for the next request.
+          stream_->finish();
           co_return std::optional<std::string>{};
         }
         if (m.data.empty()) continue;

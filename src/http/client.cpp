@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -288,6 +290,7 @@ struct ClientStream::State {
   Clock::time_point deadline;
   Parser parser;
   bool done = false;
+  bool finish = false;  // finish() called: drain the rest, then pool
   std::optional<Error> failed;
 };
 
@@ -494,7 +497,13 @@ net::awaitable<Result<std::unique_ptr<ClientStream::State>>> Client::Impl::open_
 ClientStream::ClientStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 ClientStream::~ClientStream() {
+  if (!state_) return;  // moved into drain()
   State& s = *state_;
+  if (s.finish && !s.done && !s.failed && s.conn && s.conn->tcp().socket().is_open()) {
+    auto ex = s.conn->tcp().get_executor();
+    net::co_spawn(std::move(ex), drain(std::move(state_)), net::detached);
+    return;
+  }
   if (s.done && !s.failed && s.conn && s.parser.keep_alive() && s.conn->buffer.size() == 0 &&
       s.conn->tcp().socket().is_open()) {
     s.impl->put_idle(s.key, std::move(s.conn));
@@ -506,6 +515,21 @@ int ClientStream::status() const noexcept { return static_cast<int>(state_->pars
 const bhttp::fields& ClientStream::headers() const noexcept { return state_->parser.get().base(); }
 
 bool ClientStream::done() const noexcept { return state_->done; }
+
+void ClientStream::finish() noexcept { state_->finish = true; }
+
+net::awaitable<void> ClientStream::drain(std::unique_ptr<State> state) {
+  state->finish = false;
+  state->deadline = std::min(state->deadline, Clock::now() + kFinishTime);
+  // Its destructor pools the connection if the body ended cleanly.
+  ClientStream rest(std::move(state));
+  std::string sink;
+  while (!rest.done() && sink.size() <= kFinishBytes) {
+    std::optional<Error> failed = co_await rest.next_into(sink);
+    if (failed) co_return;  // closed, not pooled
+  }
+  if (!rest.done()) rest.cancel();  // more than kFinishBytes after the caller's end
+}
 
 void ClientStream::cancel() noexcept {
   State& s = *state_;

@@ -119,11 +119,22 @@ class ClientStream final {
   // True once next() has returned the end of the body.
   bool done() const noexcept;
 
+  // The caller has what it needs although the body has not ended (an SSE
+  // stream's `data: [DONE]` arrives before the chunked body's last chunk).
+  // When this object is destroyed, the rest of the body is read in the
+  // background (at most kFinishBytes within kFinishTime) and the connection
+  // goes back to the pool once it ends; otherwise it is closed. Without
+  // finish(), a stream dropped before its end closes its connection.
+  void finish() noexcept;
+  static constexpr std::size_t kFinishBytes = 64 * 1024;
+  static constexpr std::chrono::milliseconds kFinishTime{1000};
+
   struct State;  // private to client.cpp
 
  private:
   friend class Client;
   explicit ClientStream(std::unique_ptr<State> state);
+  static boost::asio::awaitable<void> drain(std::unique_ptr<State> state);
 
   std::unique_ptr<State> state_;
 };

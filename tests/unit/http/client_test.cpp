@@ -410,6 +410,74 @@ TEST(Client, StreamWithContentLengthEndsWithEmptyPiece) {
   EXPECT_EQ(pieces, expected);
 }
 
+// Reads the stream's first piece, calls finish() if asked, and drops the
+// stream (its destructor runs before this coroutine returns).
+net::awaitable<std::string> read_first_then_drop(Client& client, ClientRequest req, bool finish) {
+  Result<std::unique_ptr<ClientStream>> s = co_await client.stream(std::move(req));
+  if (!s) co_return "error: " + s.error().code;
+  const Result<std::string> piece = co_await (*s)->next();
+  if (!piece) co_return "error: " + piece.error().code;
+  if (finish) (*s)->finish();
+  co_return *piece;
+}
+
+// Serves each request on the connection with a chunked "hello", then (after
+// 20 ms) `tail` and the last chunk, as an SSE upstream sends [DONE] before
+// its body ends.
+TestServer::Handler hello_then_tail(std::string tail) {
+  return [tail = std::move(tail)](tcp::socket& s, int) {
+    beast::flat_buffer buffer;
+    ServerRequest req;
+    while (read_request(s, buffer, req)) {
+      write_raw(s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5\r\nhello\r\n");
+      std::this_thread::sleep_for(20ms);
+      write_raw(s, tail + "0\r\n\r\n");
+    }
+  };
+}
+
+TEST(Client, FinishedStreamIsDrainedAndItsConnectionReused) {
+  TestServer server(hello_then_tail(""));
+  net::io_context ioc;
+  metrics::Registry registry;
+  Client client(ioc.get_executor(), fast_options(), &registry);
+  // run() returns once the io_context is out of work: the background drain
+  // included.
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), true)), "hello");
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), true)), "hello");
+  EXPECT_EQ(server.accepted(), 1);
+  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 1U);
+}
+
+TEST(Client, StreamDroppedBeforeItsEndWithoutFinishIsNotReused) {
+  TestServer server(hello_then_tail(""));
+  net::io_context ioc;
+  metrics::Registry registry;
+  Client client(ioc.get_executor(), fast_options(), &registry);
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), false)), "hello");
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), false)), "hello");
+  EXPECT_EQ(server.accepted(), 2);
+  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 0U);
+}
+
+TEST(Client, FinishedStreamWithMoreThanTheDrainBudgetIsClosed) {
+  // After the caller's end, more than kFinishBytes still to come.
+  std::string tail;
+  const std::string piece(8 * 1024, 'x');
+  for (std::size_t sent = 0; sent <= ClientStream::kFinishBytes; sent += piece.size()) {
+    tail += "2000\r\n" + piece + "\r\n";
+  }
+  TestServer server(hello_then_tail(tail));
+  net::io_context ioc;
+  metrics::Registry registry;
+  Client client(ioc.get_executor(), fast_options(), &registry);
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), true)), "hello");
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), true)), "hello");
+  EXPECT_EQ(server.accepted(), 2);
+  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 0U);
+}
+
 TEST(Client, FirstByteTimeoutIsUpstreamTimeout) {
   TestServer server([](tcp::socket& s, int) {
     beast::flat_buffer buffer;
