@@ -552,7 +552,7 @@ class GatewayImpl final : public Gateway {
     }
     if (!stream) {
       auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat, nullptr, claim.get(),
-                                    forwardable(ex.request().body()));
+                                    forwardable(ex.request().body(), model));
       co_return res;
     }
     auto res = co_await chat_streamed(ex, body, model, *targets, **hold, false, claim.get());
@@ -713,15 +713,51 @@ class GatewayImpl final : public Gateway {
   // Rewrites a successful upstream body for the client (e.g. OpenAI -> Anthropic).
   using Transform = std::function<std::string(const std::string&)>;
 
-  // The client's chat body as it came, if it may be forwarded as is to a
-  // route whose upstream model has the same name: one "model" member, so
-  // that no upstream can read another model than the one authorised and
-  // priced here (a JSON parser keeping the first of duplicate keys).
-  static std::string_view forwardable(std::string_view raw) {
+  // The client's chat body as it came, and where its model's name is, when
+  // that text may go to an OpenAI-format upstream as is (or with only the
+  // model's value replaced, for a route that renames it). Only if no
+  // upstream can read another model than the one authorised and priced
+  // here: exactly one "model" key, spelled plainly (a key with an escaped
+  // letter, "mod\\u0065l", would be a second one this search cannot see,
+  // and parsers differ on which of duplicate keys they keep), whose value
+  // is `model` itself.
+  struct RawBody {
+    std::string_view text;
+    std::size_t value_at = 0;   // the value's opening quote
+    std::size_t value_len = 0;  // through its closing quote
+  };
+  static std::optional<RawBody> forwardable(std::string_view raw, std::string_view model) {
     constexpr std::string_view kKey = "\"model\"";
     const auto first = raw.find(kKey);
-    if (first == std::string_view::npos || raw.find(kKey, first + 1) != std::string_view::npos) return {};
-    return raw;
+    if (first == std::string_view::npos || raw.find(kKey, first + 1) != std::string_view::npos) return std::nullopt;
+    for (auto p = raw.find("\\u00"); p != std::string_view::npos; p = raw.find("\\u00", p + 1)) {
+      // \\u0040 to \\u007f: escaped ASCII letters (and a few signs), which no
+      // encoder needs to escape.
+      if (p + 4 < raw.size() && raw[p + 4] >= '4' && raw[p + 4] <= '7') return std::nullopt;
+    }
+    const auto ws = [&](std::size_t i) {
+      while (i < raw.size() && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r')) ++i;
+      return i;
+    };
+    std::size_t i = ws(first + kKey.size());
+    if (i >= raw.size() || raw[i] != ':') return std::nullopt;  // a value "model", not the key
+    i = ws(i + 1);
+    if (i >= raw.size() || raw[i] != '"') return std::nullopt;
+    const std::size_t at = i++;
+    while (i < raw.size() && raw[i] != '"' && raw[i] != '\\') ++i;
+    if (i >= raw.size() || raw[i] != '"') return std::nullopt;  // escapes in the name: serialise instead
+    if (raw.substr(at + 1, i - at - 1) != model) return std::nullopt;
+    return RawBody{raw, at, i + 1 - at};
+  }
+
+  // `raw` with the model's value replaced by `upstream_model`.
+  static std::string renamed(const RawBody& raw, std::string_view upstream_model) {
+    std::string out;
+    out.reserve(raw.text.size() + upstream_model.size() + 8);
+    out.append(raw.text.substr(0, raw.value_at));
+    append_json_string(out, upstream_model);
+    out.append(raw.text.substr(raw.value_at + raw.value_len));
+    return out;
   }
 
   // One buffered upstream call with retries and fallbacks (chat or
@@ -730,7 +766,7 @@ class GatewayImpl final : public Gateway {
   net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
                                            const std::vector<const Target*>& targets, Hold& hold, Call call,
                                            const Transform* transform = nullptr, IdempotencyClaim* claim = nullptr,
-                                           std::string_view raw = {}) {
+                                           std::optional<RawBody> raw = std::nullopt) {
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];
@@ -742,10 +778,13 @@ class GatewayImpl final : public Gateway {
         }
         hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
-        const bool as_sent = !raw.empty() && call == &Provider::chat && t.model == model;
+        const bool as_sent = raw && call == &Provider::chat;
         std::optional<UpResult<std::string>> sent;
-        if (as_sent) {
-          sent.emplace(co_await t.provider->chat_raw(body, raw));
+        if (as_sent && t.model == model) {
+          sent.emplace(co_await t.provider->chat_raw(body, raw->text));
+        } else if (as_sent) {
+          const std::string text = renamed(*raw, t.model);
+          sent.emplace(co_await t.provider->chat_raw(body, text));
         } else {
           sent.emplace(co_await (t.provider->*call)(body));
         }

@@ -756,7 +756,8 @@ TEST_F(AdaptersTest, AzureUsesDeploymentsApiVersionAndApiKey) {
 
 // A chat body whose model keeps its name upstream goes to an OpenAI-format
 // upstream exactly as the client wrote it (spacing, key order, unknown
-// fields); a renamed model, or a body naming "model" twice, is rewritten.
+// fields); a renamed model only has its value replaced; a body naming
+// "model" twice (plainly or with an escaped letter) is serialised again.
 TEST_F(AdaptersTest, ChatBodyIsForwardedAsSentUnlessItMustChange) {
   Headers h = bearer(kAdminKey);
   h.emplace_back("Content-Type", "application/json");
@@ -767,11 +768,37 @@ TEST_F(AdaptersTest, ChatBodyIsForwardedAsSentUnlessItMustChange) {
   EXPECT_EQ(parse(r.body())["choices"][0]["message"]["content"], "echo: hello world");
   EXPECT_EQ(upstream_.recorder->body_text(), as_sent);
 
-  // Renamed on the way (azure -> gpt-deploy): serialised again, new name.
-  const std::string renamed = R"({"model":"azure","messages":[{"role":"user","content":"hello world"}]})";
+  // Renamed on the way (azure -> gpt-deploy): the same text, only the
+  // model's value replaced.
+  const std::string renamed = R"({"model" :  "azure","messages":[{"role":"user","content":"hello world"}], "x":[]})";
   ASSERT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, renamed).result_int(), 200);
-  EXPECT_NE(upstream_.recorder->body_text(), renamed);
-  EXPECT_EQ(upstream_.recorder->body().value("model", ""), "gpt-deploy");
+  EXPECT_EQ(upstream_.recorder->body_text(),
+            R"({"model" :  "gpt-deploy","messages":[{"role":"user","content":"hello world"}], "x":[]})");
+
+  // A key spelled with an escaped letter is a "model" too: serialised again,
+  // so that the upstream reads only the model routed and priced here (the
+  // last, as parsed), whichever of the two its own parser would keep.
+  for (const std::string escaped :
+       {R"({"model":"gpt-deploy","mod\u0065l":"azure","messages":[{"role":"user","content":"hi"}]})",
+        R"({"mod\u0065l":"gpt-deploy","model":"azure","messages":[{"role":"user","content":"hi"}]})",
+        // Parsed as gpt-deploy, a route that keeps the name: as sent, a
+        // parser keeping the first key would have read "azure".
+        R"({"model":"azure","mod\u0065l":"gpt-deploy","messages":[{"role":"user","content":"hi"}]})"}) {
+    ASSERT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, escaped).result_int(), 200) << escaped;
+    const std::string sent = upstream_.recorder->body_text();
+    EXPECT_EQ(sent.find("\\u00"), std::string::npos) << sent;
+    EXPECT_EQ(sent.find("\"model\""), sent.rfind("\"model\"")) << sent;
+    EXPECT_EQ(upstream_.recorder->body().value("model", ""), "gpt-deploy") << sent;
+  }
+  // A message whose text is "model" (a value, not the key) and a model
+  // name with an escape: serialised again, still the right model.
+  for (const std::string odd :
+       {R"({"messages":[{"role":"user","content":"model"}],"mod\u0065l":"azure"})",
+        R"({"model":"azur\u0065","messages":[{"role":"user","content":"hi"}]})"}) {
+    ASSERT_EQ(request(bhttp::verb::post, "/v1/chat/completions", h, odd).result_int(), 200) << odd;
+    EXPECT_NE(upstream_.recorder->body_text(), odd);
+    EXPECT_EQ(upstream_.recorder->body().value("model", ""), "gpt-deploy") << upstream_.recorder->body_text();
+  }
 
   // "model" twice: the upstream gets one, the one routed and priced here
   // (the last, as parsed), whatever its own parser would have kept.
