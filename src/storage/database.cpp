@@ -1,4 +1,5 @@
 #include "alou/storage/database.hpp"
+#include "alou/storage/wal_vfs.hpp"
 
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
@@ -29,7 +30,11 @@ constexpr int kCacheKiB = 16 * 1024;
 // statistics (each allocation would take a global mutex for them).
 void configure_sqlite_once() {
   static std::once_flag once;
-  std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+  std::call_once(once, [] {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    // WAL commits in one write each (wal_vfs.hpp).
+    install_wal_vfs();
+  });
 }
 
 Error storage_error(std::string message) { return Error::internal(std::move(message), "storage_error"); }
