@@ -5,10 +5,13 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 #include <sqlite3.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -17,6 +20,7 @@
 #include <sstream>
 #include <string_view>
 #include <system_error>
+#include <thread>
 
 namespace alou::storage {
 namespace {
@@ -111,8 +115,124 @@ Result<std::string> read_text(const std::filesystem::path& path) {
 
 }  // namespace
 
+// Runs PASSIVE checkpoints on its own connection and thread when the
+// writer's WAL hook says the WAL has grown by kCheckpointFrames. A passive
+// checkpoint never blocks the writer nor readers; under a steady stream of
+// commits it may never find the WAL entirely copied, so the WAL would never
+// start over: past kWriterCheckpointFrames the writer runs a RESTART
+// checkpoint itself between two transactions (short by then: the pages are
+// mostly copied), as SQLite's own autocheckpoint did every 1000 frames.
+struct Database::Checkpointer {
+  explicit Checkpointer(const std::filesystem::path& file)
+      : conn(file, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX, kBusyTimeoutMs), thread([this] { run(); }) {}
+  ~Checkpointer() {
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+    }
+    cv.notify_one();
+    thread.join();
+  }
+  void poke() {
+    {
+      std::lock_guard lock(mu);
+      if (wanted) return;
+      wanted = true;
+    }
+    cv.notify_one();
+  }
+  void run() {
+    for (;;) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [this] { return stop || wanted; });
+        if (stop) return;
+        wanted = false;
+      }
+      int log = 0;
+      int done = 0;
+      // A connection opens the WAL at its first read; until then a
+      // checkpoint does nothing (log and done come back -1).
+      if (!opened) {
+        try {
+          conn.exec("SELECT COUNT(*) FROM sqlite_master");
+          opened = true;
+        } catch (const std::exception& e) {
+          spdlog::warn("storage: the checkpointer cannot read {}: {}", conn.getFilename(), e.what());
+          continue;
+        }
+      }
+      if (writer_restart.load(std::memory_order_relaxed)) continue;  // the writer is at it
+      const int rc = sqlite3_wal_checkpoint_v2(conn.getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+      if (rc == SQLITE_OK && done >= 0) backfilled.store(done, std::memory_order_relaxed);
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        spdlog::warn("storage: background checkpoint of {} failed: {}", conn.getFilename(),
+                     sqlite3_errstr(rc));
+      }
+    }
+  }
+
+  SQLite::Database conn;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool wanted = false;
+  bool stop = false;
+  bool opened = false;  // the checkpointer thread's own
+  std::atomic<int> backfilled{0};  // WAL frames copied by the last checkpoint
+  std::atomic<bool> writer_restart{false};  // the writer is restarting the WAL
+  std::thread thread;  // last: starts once the rest exists
+};
+
+namespace {
+// The writer's busy handler: SQLite's default sleeps 1, 2, 5, 10... ms
+// between tries, far longer than the RESTART checkpoint it usually waits
+// for; this one retries every 100 µs, for the same 5 s in all.
+int retry_soon(void*, int tries) {
+  if (tries >= kBusyTimeoutMs * 10) return 0;
+  std::this_thread::sleep_for(std::chrono::microseconds(100));
+  return 1;
+}
+
+// The writer connection's WAL hook: after each commit, with the WAL's size.
+int on_wal_commit(void* self, sqlite3* db, const char* name, int frames) {
+  auto* cp = static_cast<Database::Checkpointer*>(self);
+  if (frames >= Database::kWriterCheckpointFrames) {
+    // The WAL must start over. A passive checkpoint may never find it all
+    // copied under a steady stream of commits, and a RESTART from the
+    // checkpointer may never find the writer between two transactions: the
+    // writer does it itself, now (the rest is mostly copied by then). No
+    // background round starts meanwhile; one under way is waited for.
+    cp->writer_restart.store(true, std::memory_order_relaxed);
+    int done = -1;
+    for (int tries = 0; tries < 20'000; ++tries) {  // up to ~2 s
+      const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, nullptr, &done);
+      if (rc != SQLITE_BUSY) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    cp->writer_restart.store(false, std::memory_order_relaxed);
+    if (done >= 0) cp->backfilled.store(done, std::memory_order_relaxed);
+    return SQLITE_OK;
+  }
+  // Frames not yet copied (a WAL that started over has fewer frames than
+  // were copied of the old one): a checkpoint per kCheckpointFrames of them.
+  const int copied = cp->backfilled.load(std::memory_order_relaxed);
+  if (frames - (frames >= copied ? copied : 0) >= Database::kCheckpointFrames) cp->poke();
+  return SQLITE_OK;
+}
+}  // namespace
+
 Database::Database(std::unique_ptr<SQLite::Database> conn, std::filesystem::path path)
-    : conn_(std::move(conn)), path_(std::move(path)) {}
+    : conn_(std::move(conn)), path_(std::move(path)) {
+  try {
+    checkpointer_ = std::make_unique<Checkpointer>(path_);
+    sqlite3_wal_hook(conn_->getHandle(), on_wal_commit, checkpointer_.get());
+    sqlite3_busy_handler(conn_->getHandle(), retry_soon, nullptr);
+  } catch (const std::exception& e) {
+    // Without it, SQLite's own autocheckpoint (left on) does the work.
+    spdlog::warn("storage: no background checkpoints for {}: {}", path_.string(), e.what());
+    checkpointer_.reset();
+  }
+}
 
 Database::~Database() { close(); }
 
@@ -120,6 +240,10 @@ void Database::close() {
   if (closed_) return;
   closed_ = true;
   thread_.join();
+  if (checkpointer_) {
+    sqlite3_wal_hook(conn_->getHandle(), nullptr, nullptr);
+    checkpointer_.reset();
+  }
   conn_.reset();
 }
 

@@ -83,10 +83,19 @@ class Database final {
   // Waits for queued work; further run() calls are invalid. Idempotent.
   void close();
 
+  // WAL checkpoints run on a thread of their own (`Checkpointer` in
+  // database.cpp), not after the commit that crossed the threshold: a
+  // checkpoint's fsyncs used to stall the writer (and every request
+  // waiting on a settlement) for milliseconds, dozens of times a second.
+  static constexpr int kCheckpointFrames = 1000;   // WAL frames that start a background checkpoint
+  static constexpr int kWriterCheckpointFrames = 16000;  // then the writer restarts the WAL (~64 MB)
+  struct Checkpointer;
+
  private:
   Database(std::unique_ptr<SQLite::Database> conn, std::filesystem::path path);
   std::unique_ptr<SQLite::Database> conn_;
   std::filesystem::path path_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   boost::asio::thread_pool thread_{1};
   bool closed_ = false;
 };
