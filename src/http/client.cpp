@@ -53,6 +53,7 @@ namespace {
 
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);
 constexpr std::size_t kPieceBytes = 16 * 1024;
+constexpr std::size_t kReadBytes = 8 * 1024;
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // Upstreams close idle keep-alive connections after a while; older pooled
 // connections are dropped rather than risked.
@@ -169,6 +170,11 @@ struct Connection {
     } else {
       plain.emplace(ex);
     }
+    // Beast reads at most the buffer's free capacity (512 bytes for an empty
+    // one): a typical response head and body, or a burst of stream chunks,
+    // in one recv rather than several (and a recv that fills its buffer
+    // makes the next one on the socket a speculative EAGAIN).
+    buffer.reserve(kReadBytes);
   }
   beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 
