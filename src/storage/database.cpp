@@ -180,6 +180,7 @@ struct Database::Checkpointer {
   bool opened = false;  // the checkpointer thread's own
   std::atomic<int> backfilled{0};  // WAL frames copied by the last checkpoint
   std::atomic<bool> writer_restart{false};  // the writer is restarting the WAL
+  std::chrono::steady_clock::time_point next_restart{};  // the writer's own (after a failed try)
   std::thread thread;  // last: starts once the rest exists
 };
 
@@ -187,8 +188,13 @@ namespace {
 // The writer's busy handler: SQLite's default sleeps 1, 2, 5, 10... ms
 // between tries, far longer than the RESTART checkpoint it usually waits
 // for; this one retries every 100 µs, for the same 5 s in all.
+thread_local bool t_restarting_wal = false;  // the writer's WAL restart, below
+
 int retry_soon(void*, int tries) {
-  if (tries >= kBusyTimeoutMs * 10) return 0;
+  // A WAL restart waiting on readers gives up after 20 ms (and is tried
+  // again a second later): a long read in another process must not stall
+  // every commit.
+  if (tries >= (t_restarting_wal ? 200 : kBusyTimeoutMs * 10)) return 0;
   std::this_thread::sleep_for(std::chrono::microseconds(100));
   return 1;
 }
@@ -202,14 +208,23 @@ int on_wal_commit(void* self, sqlite3* db, const char* name, int frames) {
     // checkpointer may never find the writer between two transactions: the
     // writer does it itself, now (the rest is mostly copied by then). No
     // background round starts meanwhile; one under way is waited for.
+    const auto now = std::chrono::steady_clock::now();
+    if (now < cp->next_restart) return SQLITE_OK;
     cp->writer_restart.store(true, std::memory_order_relaxed);
+    t_restarting_wal = true;
     int done = -1;
-    for (int tries = 0; tries < 20'000; ++tries) {  // up to ~2 s
-      const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, nullptr, &done);
-      if (rc != SQLITE_BUSY) break;
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    int rc = SQLITE_BUSY;
+    // A background round holding the checkpoint lock ends within
+    // milliseconds; readers are waited for by the busy handler. 20 ms in
+    // all, then the writer goes on and tries again a second later.
+    const auto give_up = now + std::chrono::milliseconds(20);
+    while (rc == SQLITE_BUSY && std::chrono::steady_clock::now() < give_up) {
+      rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, nullptr, &done);
+      if (rc == SQLITE_BUSY) std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
+    t_restarting_wal = false;
     cp->writer_restart.store(false, std::memory_order_relaxed);
+    if (rc != SQLITE_OK) cp->next_restart = now + std::chrono::seconds(1);
     if (done >= 0) cp->backfilled.store(done, std::memory_order_relaxed);
     return SQLITE_OK;
   }

@@ -6,6 +6,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -274,6 +275,39 @@ TEST(Database, CheckpointsRunInTheBackgroundAndTheWalStaysBounded) {
   (*db)->close();
   SQLite::Database again(file, SQLite::OPEN_READONLY);
   EXPECT_EQ(again.execAndGet("SELECT COUNT(*) FROM big").getInt(), next_id);
+}
+
+TEST(Database, AReaderHoldingTheWalDoesNotStallTheWriter) {
+  TempDir dir;
+  auto db = Database::open_file(dir.path() / "r.db");
+  ASSERT_TRUE(db);
+  (*db)->run_sync([](SQLite::Database& c) { c.exec("CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"); });
+  int next_id = 0;
+  // Another connection (another process, e.g. `alou ledger verify`) keeps a
+  // read transaction open: the WAL cannot start over meanwhile.
+  SQLite::Database reader(dir.path() / "r.db", SQLite::OPEN_READONLY);
+  reader.exec("BEGIN");
+  EXPECT_EQ(reader.execAndGet("SELECT COUNT(*) FROM big").getInt(), 0);
+  // Past the writer's limit (~22,000 frames): no commit waits long on it.
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  for (int i = 0; i < 40; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    commit_pages(**db, 100, next_id);
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+  }
+  EXPECT_LT(slowest, 1s) << "a commit round waited on the reader";
+  reader.exec("COMMIT");
+  // Once it is gone (and the writer's second between tries has passed),
+  // the WAL starts over again.
+  std::this_thread::sleep_for(1100ms);
+  commit_pages(**db, 6'000, next_id);
+  (*db)->run_sync([&](SQLite::Database& c) {
+    EXPECT_EQ(c.execAndGet("SELECT COUNT(*) FROM big").getInt(), next_id);
+    // Frames in the WAL now (~55,000 had it not started over since).
+    SQLite::Statement q(c, "PRAGMA wal_checkpoint(PASSIVE)");
+    ASSERT_TRUE(q.executeStep());
+    EXPECT_LT(q.getColumn(1).getInt(), 2 * Database::kWriterCheckpointFrames);
+  });
 }
 
 }  // namespace
