@@ -437,28 +437,35 @@ TestServer::Handler hello_then_tail(std::string tail) {
   };
 }
 
-TEST(Client, FinishedStreamIsDrainedAndItsConnectionReused) {
-  TestServer server(hello_then_tail(""));
+// Two streams in a row against hello_then_tail(tail), each dropped after
+// its first piece (finish() called first if asked): the connections the
+// server accepted and the pool reuses counted.
+struct TwoStreams {
+  int accepted = 0;
+  std::uint64_t reused = 0;
+};
+TwoStreams two_streams(std::string tail, bool finish) {
+  TestServer server(hello_then_tail(std::move(tail)));
   net::io_context ioc;
   metrics::Registry registry;
   Client client(ioc.get_executor(), fast_options(), &registry);
-  // run() returns once the io_context is out of work: the background drain
+  // run() returns once the io_context is out of work: a background drain
   // included.
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), true)), "hello");
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), true)), "hello");
-  EXPECT_EQ(server.accepted(), 1);
-  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 1U);
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), finish)), "hello");
+  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), finish)), "hello");
+  return {server.accepted(), registry.counter("alou_upstream_pool_reuse_total", "").value()};
+}
+
+TEST(Client, FinishedStreamIsDrainedAndItsConnectionReused) {
+  const TwoStreams r = two_streams("", true);
+  EXPECT_EQ(r.accepted, 1);
+  EXPECT_EQ(r.reused, 1U);
 }
 
 TEST(Client, StreamDroppedBeforeItsEndWithoutFinishIsNotReused) {
-  TestServer server(hello_then_tail(""));
-  net::io_context ioc;
-  metrics::Registry registry;
-  Client client(ioc.get_executor(), fast_options(), &registry);
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), false)), "hello");
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), false)), "hello");
-  EXPECT_EQ(server.accepted(), 2);
-  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 0U);
+  const TwoStreams r = two_streams("", false);
+  EXPECT_EQ(r.accepted, 2);
+  EXPECT_EQ(r.reused, 0U);
 }
 
 TEST(Client, FinishedStreamWithMoreThanTheDrainBudgetIsClosed) {
@@ -468,14 +475,9 @@ TEST(Client, FinishedStreamWithMoreThanTheDrainBudgetIsClosed) {
   for (std::size_t sent = 0; sent <= ClientStream::kFinishBytes; sent += piece.size()) {
     tail += "2000\r\n" + piece + "\r\n";
   }
-  TestServer server(hello_then_tail(tail));
-  net::io_context ioc;
-  metrics::Registry registry;
-  Client client(ioc.get_executor(), fast_options(), &registry);
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/a")), true)), "hello");
-  EXPECT_EQ(run(ioc, read_first_then_drop(client, get(server.url("/b")), true)), "hello");
-  EXPECT_EQ(server.accepted(), 2);
-  EXPECT_EQ(registry.counter("alou_upstream_pool_reuse_total", "").value(), 0U);
+  const TwoStreams r = two_streams(tail, true);
+  EXPECT_EQ(r.accepted, 2);
+  EXPECT_EQ(r.reused, 0U);
 }
 
 TEST(Client, FirstByteTimeoutIsUpstreamTimeout) {
