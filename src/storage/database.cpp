@@ -206,24 +206,24 @@ int on_wal_commit(void* self, sqlite3* db, const char* name, int frames) {
     // The WAL must start over. A passive checkpoint may never find it all
     // copied under a steady stream of commits, and a RESTART from the
     // checkpointer may never find the writer between two transactions: the
-    // writer does it itself, now (the rest is mostly copied by then). No
-    // background round starts meanwhile; one under way is waited for.
+    // writer does it itself, between two of its transactions (the rest is
+    // mostly copied by then).
     const auto now = std::chrono::steady_clock::now();
     if (now < cp->next_restart) return SQLITE_OK;
-    cp->writer_restart.store(true, std::memory_order_relaxed);
+    cp->writer_restart.store(true, std::memory_order_relaxed);  // no new background round meanwhile
     t_restarting_wal = true;
     int done = -1;
-    int rc = SQLITE_BUSY;
-    // A background round holding the checkpoint lock ends within
-    // milliseconds; readers are waited for by the busy handler. 20 ms in
-    // all, then the writer goes on and tries again a second later.
-    const auto give_up = now + std::chrono::milliseconds(20);
-    while (rc == SQLITE_BUSY && std::chrono::steady_clock::now() < give_up) {
-      rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, nullptr, &done);
-      if (rc == SQLITE_BUSY) std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, nullptr, &done);
     t_restarting_wal = false;
+    if (rc == SQLITE_BUSY && done < 0) {
+      // A background round holds the checkpoint lock (SQLite does not wait
+      // for it): it ends soon and no other starts, so the next commit tries
+      // again.
+      return SQLITE_OK;
+    }
     cp->writer_restart.store(false, std::memory_order_relaxed);
+    // Readers of old frames held it past the busy handler's 20 ms: go on,
+    // and try again a second later.
     if (rc != SQLITE_OK) cp->next_restart = now + std::chrono::seconds(1);
     if (done >= 0) cp->backfilled.store(done, std::memory_order_relaxed);
     return SQLITE_OK;

@@ -266,7 +266,8 @@ TEST(Database, CheckpointsRunInTheBackgroundAndTheWalStaysBounded) {
   // ~80,000 frames (330 MB had the WAL kept growing).
   commit_pages(**db, 15'000, next_id);
   const auto frame = 4096 + 24;
-  EXPECT_LE(size_of(dir.path() / "c.db-wal"), static_cast<std::uintmax_t>(2 * Database::kWriterCheckpointFrames) * frame);
+  // Bounded: the writer's limit plus what one background round lets pass.
+  EXPECT_LE(size_of(dir.path() / "c.db-wal"), static_cast<std::uintmax_t>(3 * Database::kWriterCheckpointFrames) * frame);
   // Everything is there, and the file is sound.
   (*db)->run_sync([&](SQLite::Database& c) {
     EXPECT_EQ(c.execAndGet("SELECT COUNT(*) FROM big").getInt(), next_id);
@@ -306,7 +307,7 @@ TEST(Database, AReaderHoldingTheWalDoesNotStallTheWriter) {
     // Frames in the WAL now (~55,000 had it not started over since).
     SQLite::Statement q(c, "PRAGMA wal_checkpoint(PASSIVE)");
     ASSERT_TRUE(q.executeStep());
-    EXPECT_LT(q.getColumn(1).getInt(), 2 * Database::kWriterCheckpointFrames);
+    EXPECT_LT(q.getColumn(1).getInt(), 3 * Database::kWriterCheckpointFrames);
   });
 }
 
