@@ -190,9 +190,6 @@ struct StreamBill {
   }
 };
 
-// Random in [0, n), from the thread's CSPRNG pool.
-std::uint32_t uniform(std::uint32_t n) { return random_uniform(n); }
-
 // Forwards to the client's writer and tapes what was sent, for an
 // Idempotency-Key replay.
 class TapWriter final : public http::SseWriter {
@@ -414,7 +411,7 @@ class GatewayImpl final : public Gateway {
       while (!pool.empty() && out.size() < kMaxTargets) {
         std::uint32_t total = 0;
         for (const auto* t : pool) total += t->weight;
-        std::uint32_t pick = uniform(total);
+        std::uint32_t pick = random_uniform(total);
         std::size_t i = 0;
         while (pick >= pool[i]->weight) pick -= pool[i++]->weight;
         bool seen = false;
@@ -434,7 +431,7 @@ class GatewayImpl final : public Gateway {
   }
 
   static net::awaitable<void> backoff(int attempt, std::chrono::milliseconds retry_after) {
-    auto delay = std::chrono::milliseconds(100 << attempt) + std::chrono::milliseconds(uniform(50));
+    auto delay = std::chrono::milliseconds(100 << attempt) + std::chrono::milliseconds(random_uniform(50));
     if (retry_after > delay) delay = std::min(retry_after, std::chrono::milliseconds(2000));
     net::steady_timer t(co_await net::this_coro::executor);
     t.expires_after(delay);

@@ -7,6 +7,7 @@
 #include "upstream_util.hpp"
 
 #include "alou/core/log.hpp"
+#include "alou/core/random.hpp"
 #include "alou/http/client.hpp"
 
 #include <boost/beast/http/field.hpp>
@@ -45,7 +46,7 @@ class GeminiProvider final : public Provider {
     auto res = co_await send_buffered(*client_, std::move(*req), name_, &effective_status);
     if (!res) co_return res.error();
     const json r = json::parse(res->body, nullptr, false);
-    auto out = gemini::to_chat_completion(r, body.value("model", ""), gemini::ReplyIds{random_hex(), unix_now()});
+    auto out = gemini::to_chat_completion(r, body.value("model", ""), gemini::ReplyIds{random_hex(8), unix_now()});
     if (!out) co_return protocol_failure(name_, "sent a response that is not a GenerateContentResponse");
     co_return std::move(*out);
   }
@@ -57,7 +58,7 @@ class GeminiProvider final : public Provider {
     if (!opened) co_return opened.error();
     auto& s = *opened;
     auto translator = std::make_unique<gemini::ChunkTranslator>(name_, body.value("model", ""),
-                                                                gemini::ReplyIds{random_hex(), unix_now()});
+                                                                gemini::ReplyIds{random_hex(8), unix_now()});
     std::unique_ptr<ChatStream> out = std::make_unique<TranslatedStream>(std::move(s), std::move(translator), name_);
     co_return out;
   }

@@ -4,7 +4,6 @@
 #include "alou/http/client.hpp"
 
 #include <nlohmann/json.hpp>
-#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -133,18 +132,6 @@ boost::asio::awaitable<std::string> read_error_body(http::ClientStream& s) {
     err += *piece;
   }
   co_return err;
-}
-
-std::string random_hex() {
-  unsigned char bytes[8];
-  randombytes_buf(bytes, sizeof bytes);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const unsigned char b : bytes) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
 }
 
 std::int64_t unix_now() {

@@ -75,9 +75,6 @@ boost::asio::awaitable<UpResult<std::unique_ptr<http::ClientStream>>> open_strea
                                                                                  std::string_view provider,
                                                                                  StatusOf status_of = nullptr);
 
-// 16 random hex digits (ids of generated tool calls and completions).
-std::string random_hex();
-
 // Current UNIX time in seconds (the "created" of generated completions).
 std::int64_t unix_now();
 
