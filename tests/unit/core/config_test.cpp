@@ -285,6 +285,19 @@ TEST_F(Config, OutOfRangeIsRejected) {
                  {"conf/alou.toml: server.threads: ", "expected an integer in [0, 256], got 1000"});
 }
 
+TEST_F(Config, BusyPollDefaultsTo50AndIsBounded) {
+  const auto d = parse("");
+  ASSERT_TRUE(d.has_value()) << d.error().message;
+  EXPECT_EQ(d->server.busy_poll_us, 50u);
+  const auto off = parse("[server]\nbusy_poll_us = 0\n");
+  ASSERT_TRUE(off.has_value()) << off.error().message;
+  EXPECT_EQ(off->server.busy_poll_us, 0u);
+  expect_invalid("[server]\nbusy_poll_us = 100001\n",
+                 {"conf/alou.toml: server.busy_poll_us: ", "expected an integer in [0, 100000], got 100001"});
+  fake_vars() = {{"ALOU_SERVER_BUSY_POLL_US", "fast"}};
+  expect_invalid("", {"ALOU_SERVER_BUSY_POLL_US", "expected a non-negative integer", "got \"fast\""});
+}
+
 TEST_F(Config, NegativeIntegerIsRejected) {
   expect_invalid("[sessions]\nmax_messages = -1\n", {"conf/alou.toml: sessions.max_messages: ", "got -1"});
 }
