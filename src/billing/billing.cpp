@@ -644,11 +644,9 @@ void Billing::add_routes(http::Router& router) {
           if (!account.empty()) st.bind(2, account);
           json out = json::array();
           while (st.executeStep()) {
-            out.push_back({{"id", st.getColumn(0).getInt64()},
-                           {"ts_ms", st.getColumn(1).getInt64()},
-                           {"kind", st.getColumn(2).getString()},
-                           {"data", json::parse(st.getColumn(3).getString(), nullptr, false)},
-                           {"account", st.getColumn(4).getString()}});
+            append_stored_events(out, st.getColumn(0).getInt64(), st.getColumn(1).getInt64(),
+                                 st.getColumn(2).getString(), st.getColumn(3).getString(),
+                                 st.getColumn(4).getString());
           }
           return out;
         });

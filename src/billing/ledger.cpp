@@ -1,5 +1,6 @@
 #include "alou/billing/ledger.hpp"
 
+#include "alou/core/json_text.hpp"
 #include "alou/core/sha256.hpp"
 #include "alou/storage/database.hpp"
 
@@ -85,6 +86,41 @@ Result<std::string> load_or_create_seed(const std::filesystem::path& file) {
 }
 
 }  // namespace
+
+std::string pack_events(std::span<const EventRow> events, std::int64_t ts_ms) {
+  std::string out = "[";
+  for (const auto& ev : events) {
+    if (out.size() > 1) out += ',';
+    out += JsonObject{}
+               .str("kind", ev.kind)
+               .num("ts_ms", ev.ts_ms > 0 ? ev.ts_ms : ts_ms)
+               .raw("data", ev.data.empty() ? std::string_view("null") : std::string_view(ev.data))
+               .done();
+  }
+  out += ']';
+  return out;
+}
+
+void append_stored_events(nlohmann::json& out, std::int64_t id, std::int64_t ts_ms, std::string_view kind,
+                          std::string_view data, std::string_view account) {
+  auto parsed = nlohmann::json::parse(data, nullptr, false);
+  if (kind != kPackedEvents) {
+    out.push_back({{"id", id}, {"ts_ms", ts_ms}, {"kind", kind}, {"data", std::move(parsed)}, {"account", account}});
+    return;
+  }
+  if (!parsed.is_array()) return;  // not written by pack_events: nothing to show
+  auto event_id = id - static_cast<std::int64_t>(parsed.size()) + 1;
+  for (auto& ev : parsed) {
+    const auto k = ev.find("kind");
+    const auto t = ev.find("ts_ms");
+    const auto d = ev.find("data");
+    out.push_back({{"id", event_id++},
+                   {"ts_ms", t != ev.end() && t->is_number_integer() ? t->get<std::int64_t>() : ts_ms},
+                   {"kind", k != ev.end() && k->is_string() ? k->get<std::string>() : std::string()},
+                   {"data", d != ev.end() ? std::move(*d) : nlohmann::json()},
+                   {"account", account}});
+  }
+}
 
 std::string entry_hash(const Entry& e) {
   std::string buf;
@@ -277,7 +313,8 @@ struct Ledger::Stmts {
               "INSERT INTO usage_records (ts_ms, request_id, account, model, provider, prompt_tokens,"
               " completion_tokens, cached_tokens, cost_nanos, estimated, ledger_seq)"
               " VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
-        event(c, "INSERT INTO events (subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?)"),
+        event(c, "INSERT INTO events (id, subject, account, ts_ms, kind, data) VALUES (?,?,?,?,?,?)"),
+        max_event(c, "SELECT COALESCE(MAX(id), 0) FROM events"),
         hold_ins(c,
                  "INSERT INTO ledger_holds (id, account, amount_nanos, request_id, model,"
                  " created_at_ms) VALUES (?,?,?,?,?,?)"),
@@ -287,7 +324,15 @@ struct Ledger::Stmts {
             " ON CONFLICT(account) DO UPDATE SET balance_nanos = balance_nanos +"
             " excluded.balance_nanos, last_seq = excluded.last_seq"),
         tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1") {}
-  SQLite::Statement ins, usage, event, hold_ins, hold_del, bal, tip;
+  SQLite::Statement ins, usage, event, max_event, hold_ins, hold_del, bal, tip;
+
+  std::int64_t max_event_id() {
+    max_event.reset();
+    max_event.executeStep();
+    const auto v = max_event.getColumn(0).getInt64();
+    max_event.reset();
+    return v;
+  }
 };
 
 // The group commit: everything queued goes into one transaction. Runs on
@@ -368,7 +413,10 @@ void Ledger::flush(SQLite::Database& c) {
       std::string failure;
       try {
         // A failed group may have left a statement mid-step.
-        for (auto* st : {&ins, &usage, &event, &hold_ins, &hold_del, &bal, &stmts_->tip}) st->tryReset();
+        for (auto* st : {&ins, &usage, &event, &stmts_->max_event, &hold_ins, &hold_del, &bal, &stmts_->tip}) {
+          st->tryReset();
+        }
+        std::int64_t next_event_id = 0;  // read in the transaction, on the first event
         const auto round_started = std::chrono::steady_clock::now();
         SQLite::Transaction tx(c, SQLite::TransactionBehavior::IMMEDIATE);
         {
@@ -450,14 +498,34 @@ void Ledger::flush(SQLite::Database& c) {
             usage.exec();
             usage.reset();
           }
-          for (const auto& ev : b.events) {
-            event.bind(1, ev.subject);
-            event.bind(2, ev.account);
-            event.bind(3, ev.ts_ms > 0 ? ev.ts_ms : ts);
-            event.bind(4, ev.kind);
-            event.bind(5, ev.data);
+          // Consecutive events of one subject (a request's request, route,
+          // completion and usage) go in one packed row: one row and one
+          // index entry instead of four (see pack_events).
+          for (std::size_t at = 0; at < b.events.size();) {
+            std::size_t n = 1;
+            while (at + n < b.events.size() && b.events[at + n].subject == b.events[at].subject &&
+                   b.events[at + n].account == b.events[at].account) {
+              ++n;
+            }
+            const auto& first = b.events[at];
+            if (next_event_id == 0) next_event_id = stmts_->max_event_id() + 1;
+            // A row of n events takes the ids up to its own: the last id
+            // is the row's, so max(id) + 1 is always the next free one.
+            event.bind(1, next_event_id + static_cast<std::int64_t>(n) - 1);
+            event.bind(2, first.subject);
+            event.bind(3, first.account);
+            event.bind(4, first.ts_ms > 0 ? first.ts_ms : ts);
+            if (n == 1) {
+              event.bind(5, first.kind);
+              event.bind(6, first.data);
+            } else {
+              event.bind(5, std::string(kPackedEvents));
+              event.bind(6, pack_events(std::span(b.events).subspan(at, n), ts));
+            }
             event.exec();
             event.reset();
+            next_event_id += static_cast<std::int64_t>(n);
+            at += n;
           }
         }
         if (!deltas.empty()) {

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -94,6 +95,24 @@ struct EventRow {
   std::string data;  // JSON text
   std::int64_t ts_ms = 0;
 };
+
+// Events of one subject committed together (a request's `request`,
+// `route`, `completion` and `usage`) are stored as one `events` row: kind
+// kPackedEvents, data a JSON array of {"kind","ts_ms","data"} objects, and
+// the row's id the id of its last event (they take the ids just below it,
+// so ids stay unique and ordered and MAX(id) + 1 is the next free one).
+// One row and one index entry instead of one per event: the background
+// audit writes were a tenth of the gateway's throughput.
+inline constexpr std::string_view kPackedEvents = "*";
+
+// The packed row's data for `events` (an event without a time gets `ts_ms`).
+std::string pack_events(std::span<const EventRow> events, std::int64_t ts_ms);
+
+// Appends the events of one stored row to `out` (a JSON array) as
+// {"id","ts_ms","kind","data","account"}; a packed row gives each of its
+// events. `data` is the row's JSON text.
+void append_stored_events(nlohmann::json& out, std::int64_t id, std::int64_t ts_ms, std::string_view kind,
+                          std::string_view data, std::string_view account);
 
 struct HoldRow {
   std::string id;

@@ -162,7 +162,9 @@ TEST(Billing, SettleChargesTheUsageAndReleasesTheRest) {
   f.ledger->close();
   EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_holds"), 0);
   EXPECT_EQ(f.count("SELECT cost_nanos FROM usage_records"), 26'000);
-  EXPECT_EQ(f.count("SELECT COUNT(*) FROM events WHERE subject = 'req-1'"), 2);  // route, usage
+  // route and usage, packed in one row (Ledger.EventsOfOneSubjectArePacked...)
+  EXPECT_EQ(f.count("SELECT json_array_length(data) FROM events WHERE subject = 'req-1' AND kind = '*'"), 2);
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM events WHERE subject = 'req-1'"), 1);
   EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'charge'"), 1);
   EXPECT_TRUE(f.ledger->verify_sync().ok);
 }

@@ -122,6 +122,63 @@ TEST(Ledger, CreditAndChargeKeepDoubleEntryBalances) {
   EXPECT_EQ(f.ledger->tip_seq(), 2);
 }
 
+// A batch's events of one subject are one packed row; read back, they are
+// the same events with their own ids, in order, continuing across rows and
+// restarts.
+TEST(Ledger, EventsOfOneSubjectArePackedAndReadBackInOrder) {
+  Fixture f;
+  Batch b;
+  b.events.push_back(EventRow{"req-9", "key:a", "request", R"({"model":"m"})", 10});
+  b.events.push_back(EventRow{"req-9", "key:a", "route", R"({"provider":"p","note":"a \"quoted\" word"})", 11});
+  b.events.push_back(EventRow{"req-9", "key:a", "usage", R"({"cost_nanos":5})", 0});
+  b.events.push_back(EventRow{"task-1", "", "tool_call", R"({"name":"t"})", 12});
+  ASSERT_TRUE(f.ledger->commit_sync(std::move(b)));
+  Batch late;
+  late.events.push_back(EventRow{"req-9", "key:a", "completion", R"({"outcome":"ok"})", 13});
+  ASSERT_TRUE(f.ledger->commit_sync(std::move(late)));
+  // Three rows for five events: the packed one holds ids 1-3 and is id 3.
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM events"), 3);
+  EXPECT_EQ(f.count("SELECT id FROM events WHERE kind = '*'"), 3);
+  EXPECT_EQ(f.count("SELECT id FROM events WHERE kind = 'tool_call'"), 4);
+  EXPECT_EQ(f.count("SELECT id FROM events WHERE kind = 'completion'"), 5);
+
+  const auto read = [&f](const std::string& subject) {
+    return f.db->run_sync([&](SQLite::Database& c) {
+      SQLite::Statement st(c, "SELECT id, ts_ms, kind, data, account FROM events WHERE subject = ? ORDER BY id");
+      st.bind(1, subject);
+      auto out = nlohmann::json::array();
+      while (st.executeStep()) {
+        append_stored_events(out, st.getColumn(0).getInt64(), st.getColumn(1).getInt64(), st.getColumn(2).getString(),
+                             st.getColumn(3).getString(), st.getColumn(4).getString());
+      }
+      return out;
+    });
+  };
+  const auto events = read("req-9");
+  ASSERT_EQ(events.size(), 4u) << events.dump();
+  EXPECT_EQ(events[0], (nlohmann::json{{"id", 1}, {"ts_ms", 10}, {"kind", "request"},
+                                       {"data", {{"model", "m"}}}, {"account", "key:a"}}));
+  EXPECT_EQ(events[1]["id"], 2);
+  EXPECT_EQ(events[1]["data"]["note"], "a \"quoted\" word");
+  EXPECT_EQ(events[2]["id"], 3);
+  EXPECT_EQ(events[2]["kind"], "usage");
+  EXPECT_GT(events[2]["ts_ms"].get<std::int64_t>(), 1'000'000'000'000);  // no time given: the commit's
+  EXPECT_EQ(events[3]["id"], 5);
+  EXPECT_EQ(events[3]["kind"], "completion");
+  EXPECT_EQ(read("task-1").size(), 1u);
+
+  // After a restart the next id follows the packed row's range.
+  f.reopen();
+  Batch more;
+  more.events.push_back(EventRow{"req-10", "key:a", "request", "{}", 20});
+  more.events.push_back(EventRow{"req-10", "key:a", "usage", "{}", 21});
+  ASSERT_TRUE(f.ledger->commit_sync(std::move(more)));
+  const auto next = read("req-10");
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_EQ(next[0]["id"], 6);
+  EXPECT_EQ(next[1]["id"], 7);
+}
+
 TEST(Ledger, RejectsInvalidTransfersAndWritesNothing) {
   Fixture f;
   for (auto b : {credit("key:a", 0), credit("key:a", -5), transfer("x", "key:a", "key:a", 5), credit("", 5)}) {
