@@ -69,7 +69,9 @@ class AppImpl final : public App {
         *db_, billing::LedgerOptions{.key_file = std::filesystem::path(settings_.storage.data_dir) / "ledger.key",
                                      .checkpoint_every = settings_.billing.checkpoint_every,
                                      .release_stale_holds = true,
-                                     .metrics = &metrics_});
+                                     .metrics = &metrics_,
+                                     .journal_file = std::filesystem::path(settings_.storage.data_dir) / "ledger.journal",
+                                     .journal_sync = settings_.storage.sqlite_synchronous == "FULL"});
     if (!ledger) return ledger.error();
     ledger_ = std::move(*ledger);
     ledger_->start_polling(std::chrono::milliseconds(200));

@@ -148,7 +148,11 @@ Result<std::unique_ptr<billing::Ledger>> open_ledger(const Settings& s, storage:
   return billing::Ledger::open(
       db, billing::LedgerOptions{.key_file = std::filesystem::path(s.storage.data_dir) / "ledger.key",
                                  .checkpoint_every = s.billing.checkpoint_every,
-                                 .release_stale_holds = false});
+                                 .release_stale_holds = false,
+                                 .metrics = nullptr,
+                                 // The serving process owns the journal: a CLI commits directly.
+                                 .journal_file = {},
+                                 .journal_sync = false});
 }
 
 // Credits `account` from system:credits; prints the entry and the balance.

@@ -153,7 +153,7 @@ class HoldImpl final : public Hold {
       b_.ledger_.commit_detached(std::move(batch));
       co_return Result<std::int64_t>(boost::system::in_place_value, cost);
     }
-    auto r = co_await b_.ledger_.commit(std::move(batch));
+    auto r = co_await b_.ledger_.commit_durable(std::move(batch));
     if (!r) {
       // Not recorded: nothing may be delivered; the reservation goes.
       Batch undo;
@@ -345,6 +345,9 @@ void Billing::add_routes(http::Router& router) {
       [this, target](http::Exchange& ex) -> net::awaitable<http::Response> {
         auto account = co_await target(ex);
         if (!account) co_return ex.error(account.error());
+        // Reads see every settlement delivered before them (see Ledger::sync).
+        auto synced = co_await ledger_.sync();
+        (void)synced;
         const auto f = ledger_.funds(*account);
         json body = {{"account", *account}, {"currency", "USD"}};
         body.update(money_fields("balance", f.balance_nanos));
@@ -357,6 +360,8 @@ void Billing::add_routes(http::Router& router) {
   router.get(
       "/api/billing/ledger",
       [this](http::Exchange& ex) -> net::awaitable<http::Response> {
+        auto synced = co_await ledger_.sync();
+        (void)synced;
         bool bad = false;
         const auto limit = int_param(ex, "limit", bad).value_or(100);
         const auto after = int_param(ex, "after", bad).value_or(0);
@@ -438,6 +443,8 @@ void Billing::add_routes(http::Router& router) {
   router.get(
       "/api/usage",
       [this](http::Exchange& ex) -> net::awaitable<http::Response> {
+        auto synced = co_await ledger_.sync();
+        (void)synced;
         bool bad = false;
         const auto since = int_param(ex, "since", bad);
         const auto until = int_param(ex, "until", bad);
@@ -615,6 +622,8 @@ void Billing::add_routes(http::Router& router) {
   router.get(
       "/api/ledger/verify",
       [this](http::Exchange& ex) -> net::awaitable<http::Response> {
+        auto synced = co_await ledger_.sync();
+        (void)synced;
         auto report = co_await ledger_.verify();
         co_return ex.json(http::Status::ok, report.to_json().dump());
       },
@@ -635,6 +644,8 @@ void Billing::add_routes(http::Router& router) {
       [this](http::Exchange& ex) -> net::awaitable<http::Response> {
         const std::string subject(ex.param("id"));
         const std::string account = ex.principal->is_owner() ? "" : account_of(*ex.principal);
+        auto synced = co_await ledger_.sync();
+        (void)synced;
         auto events = co_await db_.run([&](SQLite::Database& c) {
           std::string sql = "SELECT id, ts_ms, kind, data, account FROM events WHERE subject = ?";
           if (!account.empty()) sql += " AND account = ?";

@@ -5,9 +5,16 @@
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <boost/crc.hpp>
+#include <fcntl.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <chrono>
 #include <condition_variable>
@@ -85,7 +92,220 @@ Result<std::string> load_or_create_seed(const std::filesystem::path& file) {
   return seed;
 }
 
+// ---- the journal's encoding: little-endian integers, length-prefixed strings
+
+void put_u32(std::string& out, std::uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 4);
+}
+
+void put_i64(std::string& out, std::int64_t value) {
+  const auto v = static_cast<std::uint64_t>(value);
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 8);
+}
+
+void put_str(std::string& out, std::string_view v) {
+  put_u32(out, static_cast<std::uint32_t>(v.size()));
+  out.append(v);
+}
+
+// Reads what put_* wrote; `ok` turns false (and stays) past the end.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+
+  std::uint64_t uint(int bytes) {
+    if (!ok || in.size() < static_cast<std::size_t>(bytes)) {
+      ok = false;
+      return 0;
+    }
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+    in.remove_prefix(static_cast<std::size_t>(bytes));
+    return v;
+  }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(uint(4)); }
+  std::int64_t i64() { return static_cast<std::int64_t>(uint(8)); }
+  std::string str() {
+    const auto n = u32();
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string v(in.substr(0, n));
+    in.remove_prefix(n);
+    return v;
+  }
+  // A count of items each at least `min_bytes` long (so a corrupt count
+  // cannot make a huge allocation).
+  std::size_t count(std::size_t min_bytes) {
+    const auto n = u32();
+    if (!ok || static_cast<std::uint64_t>(n) * min_bytes > in.size()) {
+      ok = false;
+      return 0;
+    }
+    return n;
+  }
+};
+
+constexpr std::string_view kJournalMagic = "ALJ1";
+constexpr std::size_t kJournalHeader = 12;  // magic, length, CRC-32
+
+std::uint32_t crc32(std::string_view data) {
+  boost::crc_32_type crc;
+  crc.process_bytes(data.data(), data.size());
+  return crc.checksum();
+}
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const auto n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
 }  // namespace
+
+std::string encode_journal_record(std::int64_t id, const Batch& b) {
+  std::string p;
+  p.reserve(512);
+  put_i64(p, id);
+  put_i64(p, b.ts_ms);
+  put_u32(p, static_cast<std::uint32_t>(b.transfers.size()));
+  for (const auto& t : b.transfers) {
+    put_str(p, t.kind);
+    put_str(p, t.debit);
+    put_str(p, t.credit);
+    put_i64(p, t.amount_nanos);
+    put_str(p, t.request_id);
+    put_str(p, t.memo);
+    put_str(p, t.meta);
+  }
+  put_u32(p, b.usage ? 1 : 0);
+  if (b.usage) {
+    const auto& u = *b.usage;
+    put_str(p, u.request_id);
+    put_str(p, u.account);
+    put_str(p, u.model);
+    put_str(p, u.provider);
+    put_i64(p, u.prompt_tokens);
+    put_i64(p, u.completion_tokens);
+    put_i64(p, u.cached_tokens);
+    put_i64(p, u.cost_nanos);
+    put_u32(p, u.estimated ? 1 : 0);
+  }
+  put_u32(p, static_cast<std::uint32_t>(b.events.size()));
+  for (const auto& e : b.events) {
+    put_str(p, e.subject);
+    put_str(p, e.account);
+    put_str(p, e.kind);
+    put_str(p, e.data);
+    put_i64(p, e.ts_ms);
+  }
+  put_u32(p, static_cast<std::uint32_t>(b.hold_inserts.size()));
+  for (const auto& h : b.hold_inserts) {
+    put_str(p, h.id);
+    put_str(p, h.account);
+    put_i64(p, h.amount_nanos);
+    put_str(p, h.request_id);
+    put_str(p, h.model);
+  }
+  put_u32(p, static_cast<std::uint32_t>(b.holds_ended.size()));
+  for (const auto& h : b.holds_ended) {
+    put_str(p, h.id);
+    put_str(p, h.account);
+    put_i64(p, h.amount_nanos);
+  }
+  std::string out;
+  out.reserve(kJournalHeader + p.size());
+  out.append(kJournalMagic);
+  put_u32(out, static_cast<std::uint32_t>(p.size()));
+  put_u32(out, crc32(p));
+  out.append(p);
+  return out;
+}
+
+std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& valid_bytes) {
+  std::vector<JournalRecord> out;
+  valid_bytes = 0;
+  std::size_t at = 0;
+  while (text.size() - at >= kJournalHeader) {
+    if (text.substr(at, 4) != kJournalMagic) break;
+    Reader head{text.substr(at + 4, 8)};
+    const auto len = head.u32();
+    const auto crc = head.u32();
+    if (text.size() - at - kJournalHeader < len) break;  // torn: cut short by a crash
+    const auto payload = text.substr(at + kJournalHeader, len);
+    if (crc32(payload) != crc) break;
+    Reader r{payload};
+    JournalRecord rec;
+    rec.id = r.i64();
+    auto& b = rec.batch;
+    b.ts_ms = r.i64();
+    for (auto n = r.count(36); n > 0 && r.ok; --n) {
+      Transfer t;
+      t.kind = r.str();
+      t.debit = r.str();
+      t.credit = r.str();
+      t.amount_nanos = r.i64();
+      t.request_id = r.str();
+      t.memo = r.str();
+      t.meta = r.str();
+      b.transfers.push_back(std::move(t));
+    }
+    if (r.u32() == 1) {
+      UsageRow u;
+      u.request_id = r.str();
+      u.account = r.str();
+      u.model = r.str();
+      u.provider = r.str();
+      u.prompt_tokens = r.i64();
+      u.completion_tokens = r.i64();
+      u.cached_tokens = r.i64();
+      u.cost_nanos = r.i64();
+      u.estimated = r.u32() == 1;
+      b.usage = std::move(u);
+    }
+    for (auto n = r.count(24); n > 0 && r.ok; --n) {
+      EventRow e;
+      e.subject = r.str();
+      e.account = r.str();
+      e.kind = r.str();
+      e.data = r.str();
+      e.ts_ms = r.i64();
+      b.events.push_back(std::move(e));
+    }
+    for (auto n = r.count(24); n > 0 && r.ok; --n) {
+      HoldRow h;
+      h.id = r.str();
+      h.account = r.str();
+      h.amount_nanos = r.i64();
+      h.request_id = r.str();
+      h.model = r.str();
+      b.hold_inserts.push_back(std::move(h));
+    }
+    for (auto n = r.count(16); n > 0 && r.ok; --n) {
+      Batch::Ended h;
+      h.id = r.str();
+      h.account = r.str();
+      h.amount_nanos = r.i64();
+      b.holds_ended.push_back(std::move(h));
+    }
+    if (!r.ok || !r.in.empty() || rec.id <= 0) break;  // a valid CRC over a payload that is not one
+    out.push_back(std::move(rec));
+    at += kJournalHeader + len;
+    valid_bytes = at;
+  }
+  return out;
+}
 
 std::string pack_events(std::span<const EventRow> events, std::int64_t ts_ms) {
   std::string out = "[";
@@ -197,7 +417,188 @@ Result<std::unique_ptr<Ledger>> Ledger::open(storage::Database& db, LedgerOption
     return {};
   });
   if (!loaded) return loaded.error();
+  if (!l->options_.journal_file.empty()) {
+    if (auto j = l->open_journal(); !j) return j.error();
+  }
   return l;
+}
+
+std::int64_t Ledger::journal_applied() const {
+  std::lock_guard lock(mu_);
+  return journal_applied_;
+}
+
+// The settlement journal, at open: lock it (one process only), replay the
+// records the tables do not hold yet, cut a torn tail, start the thread.
+Result<void> Ledger::open_journal() {
+  const auto& path = options_.journal_file;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Error::internal("cannot open the ledger journal " + path.string() + ": " + std::strerror(errno),
+                           "ledger_unavailable");
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return Error::internal("the ledger journal " + path.string() +
+                               " is in use by another process (another alou serve on this data_dir?)",
+                           "ledger_unavailable");
+  }
+  std::string text;
+  {
+    char buf[1 << 16];
+    for (;;) {
+      const auto n = ::pread(fd, buf, sizeof buf, static_cast<off_t>(text.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ::close(fd);
+        return Error::internal("cannot read the ledger journal: " + std::string(std::strerror(errno)),
+                               "ledger_unavailable");
+      }
+      if (n == 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  std::size_t valid = 0;
+  auto records = decode_journal(text, valid);
+  if (valid < text.size()) {
+    // A record cut short by a crash: its write never returned, so nothing
+    // was delivered for it.
+    spdlog::warn("ledger: the journal ends with {} byte(s) of an unfinished record; dropped", text.size() - valid);
+    if (::ftruncate(fd, static_cast<off_t>(valid)) != 0) {
+      ::close(fd);
+      return Error::internal("cannot truncate the ledger journal: " + std::string(std::strerror(errno)),
+                             "ledger_unavailable");
+    }
+  }
+  auto applied = db_.run_sync([](SQLite::Database& c) -> Result<std::int64_t> {
+    try {
+      return Result<std::int64_t>(boost::system::in_place_value,
+                                  c.execAndGet("SELECT applied FROM ledger_journal WHERE id = 1").getInt64());
+    } catch (const std::exception& e) {
+      return Error::internal(std::string("cannot read the journal's state: ") + e.what(), "ledger_unavailable");
+    }
+  });
+  if (!applied) {
+    ::close(fd);
+    return applied.error();
+  }
+  {
+    std::lock_guard lock(mu_);
+    journal_applied_ = *applied;
+  }
+  journal_fd_ = fd;
+  journal_bytes_ = valid;
+  journal_last_id_ = *applied;
+  std::vector<std::future<Result<std::int64_t>>> replayed;
+  for (auto& r : records) {
+    journal_last_id_ = std::max(journal_last_id_, r.id);
+    if (r.id <= *applied) continue;
+    auto p = std::make_shared<std::promise<Result<std::int64_t>>>();
+    replayed.push_back(p->get_future());
+    enqueue(Pending{std::move(r.batch), [p](Result<std::int64_t> res) { p->set_value(std::move(res)); }, true,
+                    r.id});
+  }
+  for (auto& f : replayed) {
+    if (auto r = f.get(); !r) {
+      return Error::internal("cannot apply the ledger journal: " + r.error().message, "ledger_unavailable");
+    }
+  }
+  if (!replayed.empty()) {
+    spdlog::warn("ledger: applied {} settlement(s) from the journal (the last stop was unclean)", replayed.size());
+  }
+  if (journal_applied() >= journal_last_id_ && journal_bytes_ > 0 && ::ftruncate(fd, 0) == 0) journal_bytes_ = 0;
+  journal_thread_ = std::thread([this] { journal_loop(); });
+  return {};
+}
+
+void Ledger::journal_loop() {
+  std::unique_lock lock(jmu_);
+  for (;;) {
+    // One round at a time: not while a caller writes one itself (submit).
+    jcv_.wait(lock, [this] { return !jbusy_ && (jstop_ || !jqueue_.empty()); });
+    if (jqueue_.empty()) return;  // stopping, and everything is handed on
+    std::vector<Pending> items;
+    items.swap(jqueue_);
+    jbusy_ = true;
+    lock.unlock();
+    journal_round(items);
+    lock.lock();
+    jbusy_ = false;
+  }
+}
+
+// One write for everything queued; then each settlement is durable: its
+// waiter completes and the batch goes to the writer's queue, to be applied
+// with the next (background, lingering) group.
+void Ledger::journal_round(std::vector<Pending>& items) {
+  if (journal_bytes_ >= kJournalRestartBytes && !journal_broken_) {
+    // Start over once the tables hold every record. Under load they are a
+    // group behind: an awaited (empty) batch ends the writer's linger, and
+    // this round waits for that one commit (once per few thousand
+    // settlements). A failing writer is not waited for long.
+    if (journal_applied() < journal_last_id_) {
+      auto caught_up = std::make_shared<std::promise<void>>();
+      auto f = caught_up->get_future();
+      enqueue(Pending{Batch{}, [caught_up](Result<std::int64_t>) { caught_up->set_value(); }, true});
+      f.wait_for(std::chrono::seconds(5));
+    }
+    if (journal_applied() >= journal_last_id_ && ::ftruncate(journal_fd_, 0) == 0) journal_bytes_ = 0;
+  }
+  std::string buf;
+  std::int64_t id = journal_last_id_;
+  const auto ts = now_ms();
+  for (auto& p : items) {
+    if (p.barrier) continue;
+    p.journal_id = ++id;
+    if (p.batch.ts_ms == 0) p.batch.ts_ms = ts;
+    buf += encode_journal_record(p.journal_id, p.batch);
+  }
+  bool ok = !journal_broken_;
+  if (ok && !buf.empty()) {
+    ok = write_all(journal_fd_, buf) && (!options_.journal_sync || ::fdatasync(journal_fd_) == 0);
+    if (ok) {
+      journal_bytes_ += buf.size();
+      journal_last_id_ = id;
+    } else {
+      spdlog::error("ledger: cannot write the journal: {}", std::strerror(errno));
+      // Cut what was written of this round, so that the next record
+      // starts where a reader expects one.
+      if (::ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_)) != 0) {
+        spdlog::error("ledger: cannot truncate the journal; settlements fail until a restart");
+        journal_broken_ = true;
+      }
+    }
+  }
+  for (auto& p : items) {
+    if (p.barrier) {
+      // After everything before it: completes once those are applied.
+      submit(Batch{}, std::move(p.done), true);
+      continue;
+    }
+    if (!ok) {
+      p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
+      continue;
+    }
+    auto done = std::move(p.done);
+    enqueue(Pending{std::move(p.batch),
+                    [](Result<std::int64_t> r) {
+                      if (!r) spdlog::error("ledger: a journaled settlement was not applied: {}", r.error().message);
+                    },
+                    false, p.journal_id});
+    done(Result<std::int64_t>(boost::system::in_place_value, 0));
+  }
+}
+
+// Hands on what is queued, stops the thread; the writer's queue is then
+// drained by close().
+void Ledger::close_journal() {
+  if (!journal_thread_.joinable()) return;
+  {
+    std::lock_guard lock(jmu_);
+    jstop_ = true;
+  }
+  jcv_.notify_all();
+  journal_thread_.join();
 }
 
 std::int64_t Ledger::tip_seq() const {
@@ -227,22 +628,67 @@ void Ledger::unreserve(const std::string& account, std::int64_t amount) {
   f.held_nanos = std::max<std::int64_t>(0, f.held_nanos - amount);
 }
 
-void Ledger::submit(Batch batch, Done done, bool awaited) {
+void Ledger::submit(Batch batch, Done done, bool awaited, Route route) {
   for (const auto& t : batch.transfers) {
     if (t.amount_nanos <= 0 || t.debit.empty() || t.credit.empty() || t.debit == t.credit) {
       done(Error::bad_request("a transfer needs two different accounts and a positive amount", "invalid_transfer"));
       return;
     }
   }
+  if (route == Route::kJournal && journal_fd_ >= 0 && !options_.journal_sync) {
+    // The journal idle: this thread writes the record itself (one append
+    // to the page cache, no fsync), sparing two thread hops.
+    std::unique_lock lock(jmu_);
+    if (!jstop_ && !jbusy_ && jqueue_.empty()) {
+      jbusy_ = true;
+      lock.unlock();
+      std::vector<Pending> items;
+      items.push_back(Pending{std::move(batch), std::move(done), awaited, 0, false});
+      journal_round(items);
+      lock.lock();
+      jbusy_ = false;
+      // Whatever queued meanwhile (or a stop) waits for the thread.
+      if (!jqueue_.empty() || jstop_) jcv_.notify_one();
+      return;
+    }
+  }
+  if (route != Route::kCommit && journal_fd_ >= 0) {
+    {
+      std::lock_guard lock(jmu_);
+      if (!jstop_) {
+        if (route == Route::kBarrier && jqueue_.empty() && !jbusy_) {
+          // Nothing on its way through the journal: the writer's queue
+          // alone decides (below).
+        } else {
+          jqueue_.push_back(Pending{std::move(batch), std::move(done), awaited, 0, route == Route::kBarrier});
+          jcv_.notify_one();
+          return;
+        }
+      }
+    }
+  }
+  if (route == Route::kBarrier) {
+    std::lock_guard lock(mu_);
+    if (!flushing_ && queue_.empty()) {
+      // Everything durable is applied already.
+      done(Result<std::int64_t>(boost::system::in_place_value, 0));
+      return;
+    }
+  }
+  enqueue(Pending{std::move(batch), std::move(done), awaited});
+}
+
+void Ledger::enqueue(Pending p) {
   bool start = false;
   bool wake = false;
   {
     std::lock_guard lock(mu_);
     if (closed_) {
-      done(Error::unavailable("the ledger is closed", "ledger_unavailable"));
+      p.done(Error::unavailable("the ledger is closed", "ledger_unavailable"));
       return;
     }
-    queue_.push_back(Pending{std::move(batch), std::move(done), awaited});
+    const bool awaited = p.awaited;
+    queue_.push_back(std::move(p));
     if (awaited) ++awaited_queued_;
     if (!flushing_) flushing_ = start = true;
     wake = awaited || queue_.size() >= kLingerBatches;
@@ -325,6 +771,7 @@ struct Ledger::Stmts {
             " excluded.balance_nanos, last_seq = excluded.last_seq"),
         tip(c, "SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1") {}
   SQLite::Statement ins, usage, event, max_event, hold_ins, hold_del, bal, tip;
+  std::optional<SQLite::Statement> journal_applied;  // prepared on first use (only serve has a journal)
 
   std::int64_t max_event_id() {
     max_event.reset();
@@ -411,6 +858,7 @@ void Ledger::flush(SQLite::Database& c) {
       std::int64_t checkpoint_seq = 0;
       std::map<std::string, std::int64_t> foreign;  // balances changed by another writer
       std::string failure;
+      std::int64_t applied_upto = 0;  // the journal records this round applied
       try {
         // A failed group may have left a statement mid-step.
         for (auto* st : {&ins, &usage, &event, &stmts_->max_event, &hold_ins, &hold_del, &bal, &stmts_->tip}) {
@@ -442,14 +890,17 @@ void Ledger::flush(SQLite::Database& c) {
         for (const auto& l : lazy) {
           if (!skip.contains(l.row.id)) insert_hold(l.row);
         }
+        std::int64_t journal_upto = 0;
         for (std::size_t i = 0; i < group.size(); ++i) {
           auto& b = group[i].batch;
+          journal_upto = std::max(journal_upto, group[i].journal_id);
+          const auto bts = b.ts_ms > 0 ? b.ts_ms : ts;  // a journaled batch keeps its time
           std::int64_t batch_last = 0;
-          for (auto& t : b.transfers) {
+          for (const auto& t : b.transfers) {
             Entry e;
-            static_cast<Transfer&>(e) = std::move(t);
+            static_cast<Transfer&>(e) = t;  // copied: a failed round is retried
             e.seq = ++seq;
-            e.ts_ms = ts;
+            e.ts_ms = bts;
             e.prev_hash = hash;
             e.hash = entry_hash(e);
             ins.bind(1, e.seq);
@@ -480,7 +931,7 @@ void Ledger::flush(SQLite::Database& c) {
           }
           if (b.usage) {
             const auto& u = *b.usage;
-            usage.bind(1, ts);
+            usage.bind(1, bts);
             usage.bind(2, u.request_id);
             usage.bind(3, u.account);
             usage.bind(4, u.model);
@@ -514,13 +965,13 @@ void Ledger::flush(SQLite::Database& c) {
             event.bind(1, next_event_id + static_cast<std::int64_t>(n) - 1);
             event.bind(2, first.subject);
             event.bind(3, first.account);
-            event.bind(4, first.ts_ms > 0 ? first.ts_ms : ts);
+            event.bind(4, first.ts_ms > 0 ? first.ts_ms : bts);
             if (n == 1) {
               event.bind(5, first.kind);
               event.bind(6, first.data);
             } else {
               event.bind(5, std::string(kPackedEvents));
-              event.bind(6, pack_events(std::span(b.events).subspan(at, n), ts));
+              event.bind(6, pack_events(std::span(b.events).subspan(at, n), bts));
             }
             event.exec();
             event.reset();
@@ -537,11 +988,21 @@ void Ledger::flush(SQLite::Database& c) {
             bal.reset();
           }
         }
+        if (journal_upto > 0) {
+          // The journal's records up to here are in the tables, in this
+          // same transaction: replayed never again.
+          auto& up = stmts_->journal_applied;
+          if (!up) up.emplace(c, "UPDATE ledger_journal SET applied = MAX(applied, ?) WHERE id = 1");
+          up->reset();
+          up->bind(1, journal_upto);
+          up->exec();
+        }
         if (seq - checkpoint_seq >= options_.checkpoint_every) {
           write_checkpoint(c, seq, hash);
           checkpoint_seq = seq;
         }
         tx.commit();
+        applied_upto = journal_upto;
         if (commits_ != nullptr) {
           commits_->inc();
           batches_->inc(group.size());
@@ -553,7 +1014,28 @@ void Ledger::flush(SQLite::Database& c) {
       }
       if (!failure.empty()) {
         spdlog::error("ledger: a group of {} commit(s) failed: {}", group.size(), failure);
-        for (auto& p : group) p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
+        // A journaled settlement was delivered: it is not dropped but
+        // retried (first, before anything queued since) until it is
+        // applied; at a stop it stays in the journal for the next start.
+        std::vector<Pending> again;
+        for (auto& p : group) {
+          if (p.journal_id > 0) {
+            again.push_back(std::move(p));
+          } else {
+            p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
+          }
+        }
+        if (!again.empty()) {
+          std::unique_lock lock(mu_);
+          if (!closed_) {
+            queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+            // The round resumes in 100 ms; the database thread serves
+            // readers meanwhile (flushing_ stays set: nobody else starts one).
+            db_.post_after(std::chrono::milliseconds(100), [this](SQLite::Database& conn) { flush(conn); });
+            return;
+          }
+        }
+        for (auto& p : again) p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
         continue;
       }
       {
@@ -573,6 +1055,7 @@ void Ledger::flush(SQLite::Database& c) {
         tip_seq_ = seq;
         tip_hash_ = hash;
         checkpoint_seq_ = checkpoint_seq;
+        journal_applied_ = std::max(journal_applied_, applied_upto);
       }
       for (std::size_t i = 0; i < group.size(); ++i) {
         group[i].done(Result<std::int64_t>(boost::system::in_place_value, last_seq[i]));
@@ -765,6 +1248,7 @@ VerifyReport Ledger::verify_on(SQLite::Database& c, const std::string& own_key) 
 }
 
 void Ledger::close() {
+  close_journal();
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
@@ -821,6 +1305,11 @@ void Ledger::close() {
       spdlog::error("ledger: cannot write the final checkpoint: {}", e.what());
     }
   });
+  if (journal_fd_ >= 0) {
+    // A clean stop leaves an empty journal (if every record is applied).
+    if (journal_applied() >= journal_last_id_ && ::ftruncate(journal_fd_, 0) == 0) journal_bytes_ = 0;
+    ::close(journal_fd_);  // and unlocks it; journal_fd_ keeps its value: submit reads it unlocked
+  }
 }
 
 }  // namespace alou::billing

@@ -80,7 +80,12 @@ class BillingTest : public AppTest {
     return json::parse(r.body(), nullptr, false);
   }
 
+  // Reads the tables as the API does: once every settlement already
+  // delivered is in them (the balance endpoint waits for the settlement
+  // journal to be applied, Ledger::sync).
   std::int64_t count(const std::string& sql) {
+    const Res synced = get("/api/billing/balance", bearer(kAdminKey));
+    EXPECT_EQ(synced.result_int(), 200) << synced.body();
     return app_->db().run_sync([&](SQLite::Database& c) { return c.execAndGet(sql).getInt64(); });
   }
 
@@ -166,7 +171,8 @@ TEST_F(BillingTest, AStreamIsChargedBeforeItsLastEvent) {
   const std::string body = stream(chat_body("paid", "one two three", true), k.secret);
   ASSERT_NE(body.find("data: [DONE]"), std::string::npos) << body;
   EXPECT_EQ(body.find("\"usage\":{"), std::string::npos) << "the client did not ask for usage";
-  // Durable by the time [DONE] arrived: no waiting.
+  // Charged by the time [DONE] arrived (durable in the settlement journal;
+  // count() reads the tables once they hold it).
   EXPECT_EQ(count("SELECT COUNT(*) FROM usage_records"), 1);
   EXPECT_EQ(count("SELECT estimated FROM usage_records"), 0);
   const auto cost = count("SELECT cost_nanos FROM usage_records");

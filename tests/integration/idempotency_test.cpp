@@ -60,7 +60,12 @@ class Idempotency : public AppTest, public ::testing::WithParamInterface<std::st
     return request(bhttp::verb::post, target, h, body.dump());
   }
 
+  // Reads the tables as the API does: once every settlement already
+  // delivered is in them (the balance endpoint waits for the settlement
+  // journal to be applied, Ledger::sync).
   std::int64_t count(const std::string& sql) {
+    const Res synced = get("/api/billing/balance", bearer(kAdminKey));
+    EXPECT_EQ(synced.result_int(), 200) << synced.body();
     return app_->db().run_sync([&](SQLite::Database& c) { return c.execAndGet(sql).getInt64(); });
   }
   std::int64_t charges() { return count("SELECT COUNT(*) FROM usage_records"); }

@@ -136,7 +136,23 @@ struct Batch {
     std::int64_t amount_nanos = 0;
   };
   std::vector<Ended> holds_ended;
+  // When it happened (ms since the epoch): the journal sets it, so that a
+  // settlement applied later (or replayed after a crash) keeps its time.
+  // 0: the time of its commit.
+  std::int64_t ts_ms = 0;
 };
+
+// The settlement journal's records (docs/billing.md): "ALJ1", the payload's
+// length and CRC-32 (4 bytes each, little-endian), then the payload: the
+// record's id and the batch. Exposed for tests.
+std::string encode_journal_record(std::int64_t id, const Batch& batch);
+struct JournalRecord {
+  std::int64_t id = 0;
+  Batch batch;
+};
+// The valid records at the start of `text`; `valid_bytes` is where they end
+// (a torn or corrupt record ends the journal).
+std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& valid_bytes);
 
 struct Funds {
   std::int64_t balance_nanos = 0;
@@ -163,6 +179,12 @@ struct LedgerOptions {
   bool release_stale_holds = false;
   // Group-commit metrics (alou_ledger_*) go here when set.
   metrics::Registry* metrics = nullptr;
+  // Serve only: the settlement journal (data_dir/ledger.journal). Empty: a
+  // settlement is durable when its group commits. Replayed at open; locked
+  // so that only one process uses it.
+  std::filesystem::path journal_file{};
+  // fdatasync each journal write (storage.sqlite_synchronous = FULL).
+  bool journal_sync = false;
 };
 
 class Ledger final {
@@ -178,17 +200,25 @@ class Ledger final {
   template <class Token = boost::asio::use_awaitable_t<>>
   auto commit(Batch batch, Token&& token = {}) {
     return boost::asio::async_initiate<Token, void(Result<std::int64_t>)>(
-        [this](auto handler, Batch b) {
-          auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          submit(
-              std::move(b),
-              [h](Result<std::int64_t> r) mutable {
-                auto ex = boost::asio::get_associated_executor(*h);
-                boost::asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
-              },
-              true);
-        },
+        [this](auto handler, Batch b) { submit(std::move(b), completion(std::move(handler)), true); }, token,
+        std::move(batch));
+  }
+  // Makes `batch` durable and completes (with 0: its entries get their seq
+  // when applied): appended to the settlement journal when there is one,
+  // then applied to the ledger's tables a moment later in a larger group;
+  // without a journal, committed like commit(). A settlement's path.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto commit_durable(Batch batch, Token&& token = {}) {
+    return boost::asio::async_initiate<Token, void(Result<std::int64_t>)>(
+        [this](auto handler, Batch b) { submit(std::move(b), completion(std::move(handler)), true, Route::kJournal); },
         token, std::move(batch));
+  }
+  // Completes once everything made durable before the call is in the
+  // ledger's tables and in the balances: readers of those call it first.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto sync(Token&& token = {}) {
+    return boost::asio::async_initiate<Token, void(Result<std::int64_t>)>(
+        [this](auto handler) { submit(Batch{}, completion(std::move(handler)), true, Route::kBarrier); }, token);
   }
   // Not awaited; a failure is logged.
   void commit_detached(Batch batch);
@@ -233,10 +263,28 @@ class Ledger final {
   struct Pending {
     Batch batch;
     Done done;
-    bool awaited = false;  // someone waits for it (a settlement before its answer)
+    bool awaited = false;        // someone waits for it (a settlement before its answer)
+    std::int64_t journal_id = 0;  // its journal record (0: none)
+    bool barrier = false;         // sync(): nothing to write
   };
+  // A handler completed on its own executor.
+  template <class Handler>
+  static Done completion(Handler handler) {
+    auto h = std::make_shared<Handler>(std::move(handler));
+    return [h](Result<std::int64_t> r) mutable {
+      auto ex = boost::asio::get_associated_executor(*h);
+      boost::asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+    };
+  }
+  enum class Route { kCommit, kJournal, kBarrier };
   Ledger(storage::Database& db, LedgerOptions options);
-  void submit(Batch batch, Done done, bool awaited);
+  void submit(Batch batch, Done done, bool awaited, Route route = Route::kCommit);
+  void enqueue(Pending p);  // to the writer's queue
+  Result<void> open_journal();  // at open: lock, replay, start the journal thread
+  void journal_loop();          // the journal thread
+  void journal_round(std::vector<Pending>& items);
+  void close_journal();
+  std::int64_t journal_applied() const;
   void flush(SQLite::Database& c);  // on the database thread
   void write_checkpoint(SQLite::Database& c, std::int64_t seq, const std::string& hash) const;
   static VerifyReport verify_on(SQLite::Database& c, const std::string& own_key);
@@ -284,6 +332,22 @@ class Ledger final {
   std::int64_t tip_seq_ = 0;  // as known to this process
   std::string tip_hash_ = kGenesisHash;
   std::int64_t checkpoint_seq_ = 0;
+  std::int64_t journal_applied_ = 0;  // the last journal record in the tables
+
+  // The settlement journal (when options_.journal_file is set).
+  int journal_fd_ = -1;
+  std::thread journal_thread_;
+  std::mutex jmu_;  // guards the four below; taken before mu_, never after
+  std::condition_variable jcv_;
+  std::vector<Pending> jqueue_;
+  bool jstop_ = false;
+  bool jbusy_ = false;  // a round is being written and handed on
+  // On the journal thread (and open/close):
+  std::int64_t journal_last_id_ = 0;
+  std::uint64_t journal_bytes_ = 0;
+  bool journal_broken_ = false;
+  // The journal starts over (from empty) once it is this big and applied.
+  static constexpr std::uint64_t kJournalRestartBytes = 4u << 20;
 };
 
 }  // namespace alou::billing

@@ -12,6 +12,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/post.hpp>
@@ -71,6 +72,12 @@ class Database final {
   // not throw.
   void post(std::function<void(SQLite::Database&)> f) {
     boost::asio::post(thread_.get_executor(), [this, f = std::move(f)] { f(*conn_); });
+  }
+  // The same, `delay` from now (a writer retrying after a failure, without
+  // holding the thread meanwhile).
+  void post_after(std::chrono::milliseconds delay, std::function<void(SQLite::Database&)> f) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(thread_.get_executor(), delay);
+    timer->async_wait([this, timer, f = std::move(f)](const boost::system::error_code&) { f(*conn_); });
   }
 
   // Applies every migrations/NNNN_name.sql not yet recorded in
