@@ -51,6 +51,10 @@ class Connection {
   // request, so a watched request costs no extra read and no cancellation.
   virtual void arm_watch(std::function<void()> on_gone) = 0;
   virtual void disarm_watch() = 0;
+  // Cancels (terminal) what the connection's coroutine waits on: from an
+  // arm_watch callback, the handler, wherever it waits. The coroutine then
+  // resets its cancellation state (this_coro::reset_cancellation_state).
+  virtual void interrupt() = 0;
   // Closes the socket at once (aborts pending operations).
   virtual void abort() = 0;
   virtual boost::asio::awaitable<std::unique_ptr<WebSocket>> upgrade(Request& req,

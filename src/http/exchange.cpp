@@ -192,25 +192,23 @@ boost::asio::awaitable<Response> Pipeline::handle(Exchange& ex) {
         res->set(bhttp::field::allow, ex.match.allow);
       }
     } else if (ex.route()->options.watch_client) {
-      // The handler runs under a cancellation signal that the connection's
-      // watch read emits if the client goes away.
+      // If the client goes away, the connection's watch read interrupts
+      // the connection's coroutine: the handler is cancelled where it waits
+      // (it runs in that coroutine; no coroutine of its own).
       auto& conn = ex.connection();
-      boost::asio::cancellation_signal gone_signal;
       bool gone = false;
-      auto on_gone = [&gone, &gone_signal] {
+      conn.arm_watch([&gone, &conn] {
         gone = true;
-        gone_signal.emit(boost::asio::cancellation_type::terminal);
-      };
-      conn.arm_watch(on_gone);
-      auto strand = co_await boost::asio::this_coro::executor;
-      auto token = boost::asio::bind_cancellation_slot(gone_signal.slot(), boost::asio::use_awaitable);
-      auto handled = boost::asio::co_spawn(strand, run_handler(ex), token);
-      Response r = co_await std::move(handled);
+        conn.interrupt();
+      });
+      Response r = co_await run_handler(ex);
       conn.disarm_watch();
       if (!gone) {
         res = std::move(r);
       } else {
         // The client went away: the handler was cancelled; nothing to send.
+        // The cancellation is spent: later waits of this coroutine go on.
+        co_await boost::asio::this_coro::reset_cancellation_state();
         conn.close_after_response();
         if (ex.sent_status == 0) ex.sent_status = 499;
         res = Exchange::streamed();

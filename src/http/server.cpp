@@ -8,6 +8,8 @@
 #include "wire.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -278,6 +280,10 @@ class Session final : public SessionBase, public Connection {
     watch_.on_gone = nullptr;
   }
 
+  void interrupt() override { interrupt_.emit(net::cancellation_type::terminal); }
+  // Bound to the session's coroutine (spawn): what interrupt() cancels.
+  net::cancellation_slot interrupt_slot() { return interrupt_.slot(); }
+
   // ---- SessionBase
   net::any_io_executor session_executor() override { return stream_.get_executor(); }
 
@@ -442,6 +448,7 @@ class Session final : public SessionBase, public Connection {
   bool upgraded_ = false;
   StreamControl* stream_control_ = nullptr;
   tcp::socket* ws_socket_ = nullptr;
+  net::cancellation_signal interrupt_;  // see interrupt()
 };
 
 template <class Stream>
@@ -578,16 +585,20 @@ class ServerImpl final : public Server {
   template <class S>
   static void spawn(std::shared_ptr<S> s) {
     auto ex = s->session_executor();
+    // The session's coroutine carries a cancellation slot: interrupt()
+    // cancels a watched handler in place (no coroutine of its own per
+    // request). The completion keeps the session (and its signal) alive
+    // until the coroutine is wholly done with the slot.
     net::co_spawn(
         ex, [s]() -> net::awaitable<void> { co_await s->run(); },
-        [](std::exception_ptr e) {
+        net::bind_cancellation_slot(s->interrupt_slot(), [s](std::exception_ptr e) {
           if (!e) return;
           try {
             std::rethrow_exception(e);
           } catch (const std::exception& err) {
             spdlog::error("connection failed: {}", err.what());
           }
-        });
+        }));
   }
 
   net::io_context& ioc_;
