@@ -5,13 +5,13 @@
 #include "alou/storage/database.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
-#include <boost/crc.hpp>
 #include <fcntl.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -154,10 +154,11 @@ struct Reader {
 constexpr std::string_view kJournalMagic = "ALJ1";
 constexpr std::size_t kJournalHeader = 12;  // magic, length, CRC-32
 
-std::uint32_t crc32(std::string_view data) {
-  boost::crc_32_type crc;
-  crc.process_bytes(data.data(), data.size());
-  return crc.checksum();
+// zlib's CRC-32 (word at a time; Boost.CRC's byte loop cost 4 % of a
+// billed request).
+std::uint32_t crc32_of(std::string_view data) {
+  return static_cast<std::uint32_t>(
+      ::crc32_z(::crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data.data()), data.size()));
 }
 
 bool write_all(int fd, std::string_view data) {
@@ -228,7 +229,7 @@ std::string encode_journal_record(std::int64_t id, const Batch& b) {
   out.reserve(kJournalHeader + p.size());
   out.append(kJournalMagic);
   put_u32(out, static_cast<std::uint32_t>(p.size()));
-  put_u32(out, crc32(p));
+  put_u32(out, crc32_of(p));
   out.append(p);
   return out;
 }
@@ -244,7 +245,7 @@ std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& va
     const auto crc = head.u32();
     if (text.size() - at - kJournalHeader < len) break;  // torn: cut short by a crash
     const auto payload = text.substr(at + kJournalHeader, len);
-    if (crc32(payload) != crc) break;
+    if (crc32_of(payload) != crc) break;
     Reader r{payload};
     JournalRecord rec;
     rec.id = r.i64();
@@ -299,7 +300,9 @@ std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& va
       h.amount_nanos = r.i64();
       b.holds_ended.push_back(std::move(h));
     }
-    if (!r.ok || !r.in.empty() || rec.id <= 0) break;  // a valid CRC over a payload that is not one
+    // A valid CRC over a payload that is not one; or ids not increasing
+    // (older records after the tail) end the journal too.
+    if (!r.ok || !r.in.empty() || rec.id <= (out.empty() ? 0 : out.back().id)) break;
     out.push_back(std::move(rec));
     at += kJournalHeader + len;
     valid_bytes = at;
