@@ -1,5 +1,6 @@
 #include "alou/billing/ledger.hpp"
 
+#include "alou/core/crc32c.hpp"
 #include "alou/core/json_text.hpp"
 #include "alou/core/sha256.hpp"
 #include "alou/storage/database.hpp"
@@ -11,7 +12,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -94,25 +94,7 @@ Result<std::string> load_or_create_seed(const std::filesystem::path& file) {
 
 // ---- the journal's encoding: little-endian integers, length-prefixed strings
 
-void put_u32(std::string& out, std::uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  out.append(b, 4);
-}
-
-void put_i64(std::string& out, std::int64_t value) {
-  const auto v = static_cast<std::uint64_t>(value);
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  out.append(b, 8);
-}
-
-void put_str(std::string& out, std::string_view v) {
-  put_u32(out, static_cast<std::uint32_t>(v.size()));
-  out.append(v);
-}
-
-// Reads what put_* wrote; `ok` turns false (and stays) past the end.
+// Reads what Writer wrote; `ok` turns false (and stays) past the end.
 struct Reader {
   std::string_view in;
   bool ok = true;
@@ -154,11 +136,41 @@ struct Reader {
 constexpr std::string_view kJournalMagic = "ALJ1";
 constexpr std::size_t kJournalHeader = 12;  // magic, length, CRC-32
 
-// zlib's CRC-32 (word at a time; Boost.CRC's byte loop cost 4 % of a
-// billed request).
-std::uint32_t crc32_of(std::string_view data) {
-  return static_cast<std::uint32_t>(
-      ::crc32_z(::crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data.data()), data.size()));
+// Writes a record's fields at a cursor sized exactly beforehand
+// (record_size): no capacity checks, no growth.
+struct Writer {
+  char* p;
+  void u32(std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  void i64(std::int64_t value) {
+    const auto v = static_cast<std::uint64_t>(value);
+    for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  void str(std::string_view v) {
+    u32(static_cast<std::uint32_t>(v.size()));
+    std::memcpy(p, v.data(), v.size());
+    p += v.size();
+  }
+};
+
+std::size_t payload_size(const Batch& b) {
+  std::size_t n = 8 + 8 + 4;
+  for (const auto& t : b.transfers) {
+    n += 5 * 4 + 8 + t.kind.size() + t.debit.size() + t.credit.size() + t.request_id.size() + t.memo.size() + t.meta.size() + 4;
+  }
+  n += 4;
+  if (b.usage) {
+    const auto& u = *b.usage;
+    n += 4 * 4 + u.request_id.size() + u.account.size() + u.model.size() + u.provider.size() + 4 * 8 + 4;
+  }
+  n += 4;
+  for (const auto& e : b.events) n += 4 * 4 + e.subject.size() + e.account.size() + e.kind.size() + e.data.size() + 8;
+  n += 4;
+  for (const auto& h : b.hold_inserts) n += 4 * 4 + h.id.size() + h.account.size() + h.request_id.size() + h.model.size() + 8;
+  n += 4;
+  for (const auto& h : b.holds_ended) n += 2 * 4 + h.id.size() + h.account.size() + 8;
+  return n;
 }
 
 bool write_all(int fd, std::string_view data) {
@@ -176,62 +188,69 @@ bool write_all(int fd, std::string_view data) {
 }  // namespace
 
 std::string encode_journal_record(std::int64_t id, const Batch& b) {
-  std::string p;
-  p.reserve(512);
-  put_i64(p, id);
-  put_i64(p, b.ts_ms);
-  put_u32(p, static_cast<std::uint32_t>(b.transfers.size()));
+  std::string out;
+  append_journal_record(out, id, b);
+  return out;
+}
+
+void append_journal_record(std::string& out, std::int64_t id, const Batch& b) {
+  const auto len = payload_size(b);
+  const auto at = out.size();
+  out.resize(at + kJournalHeader + len);
+  char* base = out.data() + at;
+  Writer w{base + kJournalHeader};
+  w.i64(id);
+  w.i64(b.ts_ms);
+  w.u32(static_cast<std::uint32_t>(b.transfers.size()));
   for (const auto& t : b.transfers) {
-    put_str(p, t.kind);
-    put_str(p, t.debit);
-    put_str(p, t.credit);
-    put_i64(p, t.amount_nanos);
-    put_str(p, t.request_id);
-    put_str(p, t.memo);
-    put_str(p, t.meta);
+    w.str(t.kind);
+    w.str(t.debit);
+    w.str(t.credit);
+    w.i64(t.amount_nanos);
+    w.str(t.request_id);
+    w.str(t.memo);
+    w.str(t.meta);
   }
-  put_u32(p, b.usage ? 1 : 0);
+  w.u32(b.usage ? 1 : 0);
   if (b.usage) {
     const auto& u = *b.usage;
-    put_str(p, u.request_id);
-    put_str(p, u.account);
-    put_str(p, u.model);
-    put_str(p, u.provider);
-    put_i64(p, u.prompt_tokens);
-    put_i64(p, u.completion_tokens);
-    put_i64(p, u.cached_tokens);
-    put_i64(p, u.cost_nanos);
-    put_u32(p, u.estimated ? 1 : 0);
+    w.str(u.request_id);
+    w.str(u.account);
+    w.str(u.model);
+    w.str(u.provider);
+    w.i64(u.prompt_tokens);
+    w.i64(u.completion_tokens);
+    w.i64(u.cached_tokens);
+    w.i64(u.cost_nanos);
+    w.u32(u.estimated ? 1 : 0);
   }
-  put_u32(p, static_cast<std::uint32_t>(b.events.size()));
+  w.u32(static_cast<std::uint32_t>(b.events.size()));
   for (const auto& e : b.events) {
-    put_str(p, e.subject);
-    put_str(p, e.account);
-    put_str(p, e.kind);
-    put_str(p, e.data);
-    put_i64(p, e.ts_ms);
+    w.str(e.subject);
+    w.str(e.account);
+    w.str(e.kind);
+    w.str(e.data);
+    w.i64(e.ts_ms);
   }
-  put_u32(p, static_cast<std::uint32_t>(b.hold_inserts.size()));
+  w.u32(static_cast<std::uint32_t>(b.hold_inserts.size()));
   for (const auto& h : b.hold_inserts) {
-    put_str(p, h.id);
-    put_str(p, h.account);
-    put_i64(p, h.amount_nanos);
-    put_str(p, h.request_id);
-    put_str(p, h.model);
+    w.str(h.id);
+    w.str(h.account);
+    w.i64(h.amount_nanos);
+    w.str(h.request_id);
+    w.str(h.model);
   }
-  put_u32(p, static_cast<std::uint32_t>(b.holds_ended.size()));
+  w.u32(static_cast<std::uint32_t>(b.holds_ended.size()));
   for (const auto& h : b.holds_ended) {
-    put_str(p, h.id);
-    put_str(p, h.account);
-    put_i64(p, h.amount_nanos);
+    w.str(h.id);
+    w.str(h.account);
+    w.i64(h.amount_nanos);
   }
-  std::string out;
-  out.reserve(kJournalHeader + p.size());
-  out.append(kJournalMagic);
-  put_u32(out, static_cast<std::uint32_t>(p.size()));
-  put_u32(out, crc32_of(p));
-  out.append(p);
-  return out;
+  Writer head{base};
+  std::memcpy(head.p, kJournalMagic.data(), 4);
+  head.p += 4;
+  head.u32(static_cast<std::uint32_t>(len));
+  head.u32(crc32c(std::string_view(base + kJournalHeader, len)));
 }
 
 std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& valid_bytes) {
@@ -245,7 +264,7 @@ std::vector<JournalRecord> decode_journal(std::string_view text, std::size_t& va
     const auto crc = head.u32();
     if (text.size() - at - kJournalHeader < len) break;  // torn: cut short by a crash
     const auto payload = text.substr(at + kJournalHeader, len);
-    if (crc32_of(payload) != crc) break;
+    if (crc32c(payload) != crc) break;
     Reader r{payload};
     JournalRecord rec;
     rec.id = r.i64();
@@ -554,7 +573,7 @@ void Ledger::journal_round(std::vector<Pending>& items) {
     if (p.barrier) continue;
     p.journal_id = ++id;
     if (p.batch.ts_ms == 0) p.batch.ts_ms = ts;
-    buf += encode_journal_record(p.journal_id, p.batch);
+    append_journal_record(buf, p.journal_id, p.batch);
   }
   bool ok = !journal_broken_;
   if (ok && !buf.empty()) {

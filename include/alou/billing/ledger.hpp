@@ -143,9 +143,10 @@ struct Batch {
 };
 
 // The settlement journal's records (docs/billing.md): "ALJ1", the payload's
-// length and CRC-32 (4 bytes each, little-endian), then the payload: the
+// length and CRC-32C (4 bytes each, little-endian), then the payload: the
 // record's id and the batch. Exposed for tests.
 std::string encode_journal_record(std::int64_t id, const Batch& batch);
+void append_journal_record(std::string& out, std::int64_t id, const Batch& batch);
 struct JournalRecord {
   std::int64_t id = 0;
   Batch batch;
