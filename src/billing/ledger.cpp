@@ -10,6 +10,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,17 +174,6 @@ std::size_t payload_size(const Batch& b) {
   return n;
 }
 
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const auto n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -465,6 +455,8 @@ Result<void> Ledger::open_journal() {
                                " is in use by another process (another alou serve on this data_dir?)",
                            "ledger_unavailable");
   }
+  // The whole file (an older, appended journal may be longer than two
+  // halves): its records from the start, and from the second half's.
   std::string text;
   {
     char buf[1 << 16];
@@ -480,17 +472,11 @@ Result<void> Ledger::open_journal() {
       text.append(buf, static_cast<std::size_t>(n));
     }
   }
-  std::size_t valid = 0;
-  auto records = decode_journal(text, valid);
-  if (valid < text.size()) {
-    // A record cut short by a crash: its write never returned, so nothing
-    // was delivered for it.
-    spdlog::warn("ledger: the journal ends with {} byte(s) of an unfinished record; dropped", text.size() - valid);
-    if (::ftruncate(fd, static_cast<off_t>(valid)) != 0) {
-      ::close(fd);
-      return Error::internal("cannot truncate the ledger journal: " + std::string(std::strerror(errno)),
-                             "ledger_unavailable");
-    }
+  std::map<std::int64_t, Batch> records;  // by id: each half, in order
+  for (const std::size_t from : {std::size_t{0}, kJournalHalf}) {
+    if (from >= text.size()) continue;
+    std::size_t valid = 0;
+    for (auto& r : decode_journal(std::string_view(text).substr(from), valid)) records.emplace(r.id, std::move(r.batch));
   }
   auto applied = db_.run_sync([](SQLite::Database& c) -> Result<std::int64_t> {
     try {
@@ -509,16 +495,14 @@ Result<void> Ledger::open_journal() {
     journal_applied_ = *applied;
   }
   journal_fd_ = fd;
-  journal_bytes_ = valid;
   journal_last_id_ = *applied;
   std::vector<std::future<Result<std::int64_t>>> replayed;
-  for (auto& r : records) {
-    journal_last_id_ = std::max(journal_last_id_, r.id);
-    if (r.id <= *applied) continue;
+  for (auto& [id, batch] : records) {
+    journal_last_id_ = std::max(journal_last_id_, id);
+    if (id <= *applied) continue;
     auto p = std::make_shared<std::promise<Result<std::int64_t>>>();
     replayed.push_back(p->get_future());
-    enqueue(Pending{std::move(r.batch), [p](Result<std::int64_t> res) { p->set_value(std::move(res)); }, true,
-                    r.id});
+    enqueue(Pending{std::move(batch), [p](Result<std::int64_t> res) { p->set_value(std::move(res)); }, true, id});
   }
   for (auto& f : replayed) {
     if (auto r = f.get(); !r) {
@@ -528,7 +512,30 @@ Result<void> Ledger::open_journal() {
   if (!replayed.empty()) {
     spdlog::warn("ledger: applied {} settlement(s) from the journal (the last stop was unclean)", replayed.size());
   }
-  if (journal_applied() >= journal_last_id_ && journal_bytes_ > 0 && ::ftruncate(fd, 0) == 0) journal_bytes_ = 0;
+  // Everything in the file is applied now: it is written over from the
+  // start. Two halves of kJournalHalf, allocated on disk up front (a full
+  // disk cannot fault a write later) and mapped: a record is a memcpy.
+  if (text.size() > 2 * kJournalHalf && ::ftruncate(fd, static_cast<off_t>(2 * kJournalHalf)) != 0) {
+    return Error::internal("cannot resize the ledger journal: " + std::string(std::strerror(errno)),
+                           "ledger_unavailable");
+  }
+  if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(2 * kJournalHalf)); e != 0) {
+    return Error::internal("cannot allocate the ledger journal: " + std::string(std::strerror(e)),
+                           "ledger_unavailable");
+  }
+  void* map = ::mmap(nullptr, 2 * kJournalHalf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (map == MAP_FAILED) {
+    return Error::internal("cannot map the ledger journal: " + std::string(std::strerror(errno)), "ledger_unavailable");
+  }
+  journal_map_ = static_cast<char*>(map);
+  // Stale (applied) records may follow where writing resumes: a reader
+  // stops at them, their ids being lower. Clearing each half's first
+  // magic makes the file read as empty until then.
+  std::memset(journal_map_, 0, 4);
+  std::memset(journal_map_ + kJournalHalf, 0, 4);
+  journal_half_ = 0;
+  journal_offset_ = 0;
+  journal_half_last_[0] = journal_half_last_[1] = 0;
   journal_thread_ = std::thread([this] { journal_loop(); });
   return {};
 }
@@ -553,43 +560,62 @@ void Ledger::journal_loop() {
 // waiter completes and the batch goes to the writer's queue, to be applied
 // with the next (background, lingering) group.
 void Ledger::journal_round(std::vector<Pending>& items) {
-  if (journal_bytes_ >= kJournalRestartBytes && !journal_broken_) {
-    // Start over once the tables hold every record. Under load they are a
-    // group behind: an awaited (empty) batch ends the writer's linger, and
-    // this round waits for that one commit (once per few thousand
-    // settlements). A failing writer is not waited for long.
-    if (journal_applied() < journal_last_id_) {
-      auto caught_up = std::make_shared<std::promise<void>>();
-      auto f = caught_up->get_future();
-      enqueue(Pending{Batch{}, [caught_up](Result<std::int64_t>) { caught_up->set_value(); }, true});
-      f.wait_for(std::chrono::seconds(5));
-    }
-    if (journal_applied() >= journal_last_id_ && ::ftruncate(journal_fd_, 0) == 0) journal_bytes_ = 0;
-  }
-  std::string buf;
-  std::int64_t id = journal_last_id_;
+  thread_local std::string rec;
   const auto ts = now_ms();
+  const std::size_t first_offset = journal_offset_;
+  const int first_half = journal_half_;
+  bool switched = false;
   for (auto& p : items) {
     if (p.barrier) continue;
-    p.journal_id = ++id;
     if (p.batch.ts_ms == 0) p.batch.ts_ms = ts;
-    append_journal_record(buf, p.journal_id, p.batch);
-  }
-  bool ok = !journal_broken_;
-  if (ok && !buf.empty()) {
-    ok = write_all(journal_fd_, buf) && (!options_.journal_sync || ::fdatasync(journal_fd_) == 0);
-    if (ok) {
-      journal_bytes_ += buf.size();
-      journal_last_id_ = id;
-    } else {
-      spdlog::error("ledger: cannot write the journal: {}", std::strerror(errno));
-      // Cut what was written of this round, so that the next record
-      // starts where a reader expects one.
-      if (::ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_)) != 0) {
-        spdlog::error("ledger: cannot truncate the journal; settlements fail until a restart");
-        journal_broken_ = true;
-      }
+    rec.clear();
+    append_journal_record(rec, journal_last_id_ + 1, p.batch);
+    if (rec.size() > kJournalHalf) {
+      // Too big for the journal (never a settlement in practice): it is
+      // committed directly, and completes when that commit does.
+      p.journal_id = -1;
+      continue;
     }
+    if (journal_offset_ + rec.size() > kJournalHalf) {
+      // This half is full: on to the other, once the tables hold its
+      // records (written a half ago, so at once unless the writer is far
+      // behind; then an awaited batch ends its linger and this waits).
+      const int other = 1 - journal_half_;
+      if (journal_applied() < journal_half_last_[other]) {
+        auto caught_up = std::make_shared<std::promise<void>>();
+        auto f = caught_up->get_future();
+        enqueue(Pending{Batch{}, [caught_up](Result<std::int64_t>) { caught_up->set_value(); }, true});
+        f.wait_for(std::chrono::seconds(5));
+      }
+      if (journal_applied() < journal_half_last_[other]) {
+        p.journal_id = 0;  // fails below: the writer is stuck
+        continue;
+      }
+      journal_half_ = other;
+      journal_offset_ = 0;
+      journal_half_last_[other] = 0;
+      switched = true;
+    }
+    p.journal_id = ++journal_last_id_;
+    std::memcpy(journal_map_ + static_cast<std::size_t>(journal_half_) * kJournalHalf + journal_offset_, rec.data(),
+                rec.size());
+    journal_offset_ += rec.size();
+    journal_half_last_[journal_half_] = p.journal_id;
+  }
+  bool synced = true;
+  if (options_.journal_sync) {
+    // storage.sqlite_synchronous = FULL: on disk before anyone is told.
+    const auto sync_range = [this](int half, std::size_t from, std::size_t to) {
+      const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+      const auto start = (static_cast<std::size_t>(half) * kJournalHalf + from) / page * page;
+      const auto end = static_cast<std::size_t>(half) * kJournalHalf + to;
+      return end <= start || ::msync(journal_map_ + start, end - start, MS_SYNC) == 0;
+    };
+    synced = switched ? sync_range(first_half, first_offset, kJournalHalf) && sync_range(journal_half_, 0, journal_offset_)
+                      : sync_range(journal_half_, first_offset, journal_offset_);
+    // The records are in the page cache either way (they survive the
+    // process) and will be applied: they are delivered, with this error.
+    if (!synced) spdlog::error("ledger: cannot sync the journal (settlements not safe from a power loss): {}", std::strerror(errno));
   }
   for (auto& p : items) {
     if (p.barrier) {
@@ -597,7 +623,13 @@ void Ledger::journal_round(std::vector<Pending>& items) {
       submit(Batch{}, std::move(p.done), true);
       continue;
     }
-    if (!ok) {
+    if (p.journal_id < 0) {
+      enqueue(Pending{std::move(p.batch), std::move(p.done), true});
+      continue;
+    }
+    if (p.journal_id == 0) {
+      // Not written (the writer is stuck): not durable, not delivered.
+      spdlog::error("ledger: the journal is full and the writer is not catching up");
       p.done(Error::unavailable("the ledger could not record this", "ledger_unavailable"));
       continue;
     }
@@ -1328,8 +1360,15 @@ void Ledger::close() {
     }
   });
   if (journal_fd_ >= 0) {
-    // A clean stop leaves an empty journal (if every record is applied).
-    if (journal_applied() >= journal_last_id_ && ::ftruncate(journal_fd_, 0) == 0) journal_bytes_ = 0;
+    if (journal_map_ != nullptr) {
+      // A clean stop (every record applied) leaves a journal that reads as
+      // empty.
+      if (journal_applied() >= journal_last_id_) {
+        std::memset(journal_map_, 0, 4);
+        std::memset(journal_map_ + kJournalHalf, 0, 4);
+      }
+      ::munmap(journal_map_, 2 * kJournalHalf);
+    }
     ::close(journal_fd_);  // and unlocks it; journal_fd_ keeps its value: submit reads it unlocked
   }
 }

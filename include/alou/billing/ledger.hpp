@@ -343,12 +343,15 @@ class Ledger final {
   std::vector<Pending> jqueue_;
   bool jstop_ = false;
   bool jbusy_ = false;  // a round is being written and handed on
-  // On the journal thread (and open/close):
+  // Whoever writes a round (jbusy_), and open/close:
   std::int64_t journal_last_id_ = 0;
-  std::uint64_t journal_bytes_ = 0;
-  bool journal_broken_ = false;
-  // The journal starts over (from empty) once it is this big and applied.
-  static constexpr std::uint64_t kJournalRestartBytes = 4u << 20;
+  char* journal_map_ = nullptr;  // the file, mapped: two halves
+  int journal_half_ = 0;         // the half being written
+  std::size_t journal_offset_ = 0;
+  std::int64_t journal_half_last_[2] = {0, 0};  // the last id in each half
+  // Records fill one half, then the other (once the tables hold all of
+  // its records), and so on: the file stays 2 x 4 MiB.
+  static constexpr std::size_t kJournalHalf = 4u << 20;
 };
 
 }  // namespace alou::billing
