@@ -523,7 +523,9 @@ Result<void> Ledger::open_journal() {
     return Error::internal("cannot allocate the ledger journal: " + std::string(std::strerror(e)),
                            "ledger_unavailable");
   }
-  void* map = ::mmap(nullptr, 2 * kJournalHalf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // Not populated up front: a page is faulted in at its first record
+  // (once), and an idle server does not carry the whole file in its RSS.
+  void* map = ::mmap(nullptr, 2 * kJournalHalf, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) {
     return Error::internal("cannot map the ledger journal: " + std::string(std::strerror(errno)), "ledger_unavailable");
   }

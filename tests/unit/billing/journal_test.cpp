@@ -65,7 +65,7 @@ struct Journaled {
     ss << in.rdbuf();
     const std::string text = ss.str();
     std::vector<JournalRecord> out;
-    for (const std::size_t from : {std::size_t{0}, std::size_t{4} << 20}) {
+    for (const std::size_t from : {std::size_t{0}, kJournalHalfBytes}) {
       if (from >= text.size()) continue;
       std::size_t valid = 0;
       for (auto& r : decode_journal(std::string_view(text).substr(from), valid)) out.push_back(std::move(r));
@@ -177,7 +177,7 @@ TEST(Journal, ASettlementIsDurableBeforeItIsAppliedAndSyncWaitsForIt) {
   // A clean stop leaves a journal that reads as empty.
   f.ledger->close();
   EXPECT_TRUE(f.records().empty());
-  EXPECT_EQ(f.journal_size(), 8u << 20);
+  EXPECT_EQ(f.journal_size(), 2 * kJournalHalfBytes);
 }
 
 // The process dies (no close, no destructor) after its settlements were
@@ -254,7 +254,7 @@ TEST(Journal, ATornLastRecordIsDroppedAndTheRestApplied) {
   EXPECT_EQ(f.ledger->funds("key:a").balance_nanos, 57);
   EXPECT_EQ(f.count("SELECT COUNT(*) FROM ledger_entries"), 2);
   EXPECT_TRUE(f.records().empty());
-  EXPECT_EQ(f.journal_size(), 8u << 20);
+  EXPECT_EQ(f.journal_size(), 2 * kJournalHalfBytes);
   // New records follow the applied ones.
   IoRunner io(1);
   ASSERT_TRUE(io.await(f.ledger->commit_durable(settlement(1, 5))));
@@ -321,18 +321,18 @@ TEST(Journal, ASettlementTheTablesRefuseIsRetriedUntilApplied) {
 TEST(Journal, ItFillsOneHalfThenTheOtherAndStaysTheSameSize) {
   Journaled f;
   IoRunner io(2);
-  // ~1 KB records, 12 MB of them: more than both 4 MiB halves, so writing
-  // goes round twice; the file stays 8 MiB.
+  // ~1 KB records, 12 MB of them: many times both halves, so writing goes
+  // round and round; the file stays the same size.
   for (int i = 1; i <= 12'000; ++i) {
     Batch b = settlement(i, 1);
     b.events[0].data = "{\"pad\":\"" + std::string(900, 'x') + "\"}";
     ASSERT_TRUE(io.await(f.ledger->commit_durable(std::move(b))));
   }
-  EXPECT_EQ(f.journal_size(), 8u << 20);
+  EXPECT_EQ(f.journal_size(), 2 * kJournalHalfBytes);
   // What a start would read now: the latest records, ids increasing, the
   // last one the last written.
   const auto recs = f.records();
-  ASSERT_GT(recs.size(), 3'000u);
+  ASSERT_GT(recs.size(), 500u);
   std::int64_t last = 0;
   for (const auto& r : recs) last = std::max(last, r.id);
   EXPECT_EQ(last, 12'000);
