@@ -2,6 +2,7 @@
 
 #include "alou/auth/keys.hpp"
 #include "alou/core/metrics.hpp"
+#include "alou/core/time.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/storage/kv.hpp"
 
@@ -94,12 +95,11 @@ class RateLimitFilter final : public http::Filter {
       co_return std::nullopt;
     }
     const auto reset_s = std::chrono::duration<double>(r->reset_after).count();
-    char reset[32];
-    std::snprintf(reset, sizeof reset, "%.3fs", reset_s);
+
     ex.response_headers.emplace_back("x-ratelimit-limit-requests", std::to_string(*ex.principal->rpm));
     ex.response_headers.emplace_back("x-ratelimit-remaining-requests",
                                      std::to_string(static_cast<std::int64_t>(std::floor(r->remaining))));
-    ex.response_headers.emplace_back("x-ratelimit-reset-requests", reset);
+    ex.response_headers.emplace_back("x-ratelimit-reset-requests", format_seconds3(reset_s));
     if (r->allowed) co_return std::nullopt;
     limited_.inc();
     const auto retry_s = std::max<std::int64_t>(

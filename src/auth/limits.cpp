@@ -1,6 +1,7 @@
 #include "alou/auth/limits.hpp"
 
 #include "alou/core/metrics.hpp"
+#include "alou/core/time.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/storage/kv.hpp"
 
@@ -113,13 +114,12 @@ class UsageLimitFilter final : public http::Filter {
       spdlog::warn("[{}] token rate limit skipped: {}", ex.request_id, r.error().message);
       co_return std::nullopt;
     }
-    char reset[32];
-    std::snprintf(reset, sizeof reset, "%.3fs", std::chrono::duration<double>(r->reset_after).count());
+
     ex.response_headers.emplace_back("x-ratelimit-limit-tokens", std::to_string(tpm));
     ex.response_headers.emplace_back(
         "x-ratelimit-remaining-tokens",
         std::to_string(std::max<std::int64_t>(0, static_cast<std::int64_t>(std::floor(r->remaining)))));
-    ex.response_headers.emplace_back("x-ratelimit-reset-tokens", reset);
+    ex.response_headers.emplace_back("x-ratelimit-reset-tokens", format_seconds3(std::chrono::duration<double>(r->reset_after).count()));
     if (r->allowed) co_return std::nullopt;
     tpm_limited_.inc();
     const auto retry_s = std::max<std::int64_t>(

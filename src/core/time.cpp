@@ -1,5 +1,7 @@
 #include "alou/core/time.hpp"
 
+#include <charconv>
+
 #include <chrono>
 #include <cstdio>
 
@@ -109,6 +111,15 @@ std::string format_rfc3339(std::int64_t unix_ms) {
                 static_cast<long long>(rem / 3600), static_cast<long long>(rem % 3600 / 60),
                 static_cast<long long>(rem % 60), ms);
   return buf;
+}
+
+std::string format_seconds3(double seconds) {
+  char buf[48];
+  const auto r = std::to_chars(buf, buf + sizeof buf - 1, seconds, std::chars_format::fixed, 3);
+  if (r.ec != std::errc()) return "0.000s";
+  char* p = r.ptr;
+  *p++ = 's';
+  return std::string(buf, p);
 }
 
 }  // namespace alou
