@@ -561,7 +561,7 @@ void Ledger::journal_loop() {
 // One write for everything queued; then each settlement is durable: its
 // waiter completes and the batch goes to the writer's queue, to be applied
 // with the next (background, lingering) group.
-void Ledger::journal_round(std::vector<Pending>& items) {
+void Ledger::journal_round(std::vector<Pending>& items, bool may_wait) {
   thread_local std::string rec;
   const auto ts = now_ms();
   const std::size_t first_offset = journal_offset_;
@@ -583,6 +583,10 @@ void Ledger::journal_round(std::vector<Pending>& items) {
       // records (written a half ago, so at once unless the writer is far
       // behind; then an awaited batch ends its linger and this waits).
       const int other = 1 - journal_half_;
+      if (!may_wait && journal_applied() < journal_half_last_[other]) {
+        p.journal_id = -2;  // an io thread does not wait: the journal thread will
+        continue;
+      }
       if (journal_applied() < journal_half_last_[other]) {
         auto caught_up = std::make_shared<std::promise<void>>();
         auto f = caught_up->get_future();
@@ -623,6 +627,11 @@ void Ledger::journal_round(std::vector<Pending>& items) {
     if (p.barrier) {
       // After everything before it: completes once those are applied.
       submit(Batch{}, std::move(p.done), true);
+      continue;
+    }
+    if (p.journal_id == -2) {
+      std::lock_guard lock(jmu_);
+      jqueue_.push_back(std::move(p));  // the caller notifies the thread when it ends its round
       continue;
     }
     if (p.journal_id < 0) {
@@ -700,7 +709,7 @@ void Ledger::submit(Batch batch, Done done, bool awaited, Route route) {
       lock.unlock();
       std::vector<Pending> items;
       items.push_back(Pending{std::move(batch), std::move(done), awaited, 0, false});
-      journal_round(items);
+      journal_round(items, false);
       lock.lock();
       jbusy_ = false;
       // Whatever queued meanwhile (or a stop) waits for the thread.

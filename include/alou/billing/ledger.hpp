@@ -287,7 +287,9 @@ class Ledger final {
   void enqueue(Pending p);  // to the writer's queue
   Result<void> open_journal();  // at open: lock, replay, start the journal thread
   void journal_loop();          // the journal thread
-  void journal_round(std::vector<Pending>& items);
+  // `may_wait`: false on an io thread, whose record then goes to the
+  // journal thread rather than wait for the writer (see journal_round).
+  void journal_round(std::vector<Pending>& items, bool may_wait = true);
   void close_journal();
   std::int64_t journal_applied() const;
   void flush(SQLite::Database& c);  // on the database thread

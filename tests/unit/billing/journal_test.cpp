@@ -284,6 +284,50 @@ TEST(Journal, SyncedJournalRecordsAndAppliesToo) {
   EXPECT_EQ(f.ledger->funds("key:a").balance_nanos, -60);
 }
 
+// Both halves full of records the writer has not applied (it is held): the
+// next settlement waits for it on the journal thread, never on the io
+// thread that settles, and completes once the writer catches up.
+TEST(Journal, AnIoThreadNeverWaitsForTheWriter) {
+  Journaled f;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  f.db->post([released](SQLite::Database&) { released.wait(); });
+  IoRunner io(1);
+  const auto padded = [](int i) {
+    Batch b = settlement(i, 1);
+    b.events[0].data = "{\"pad\":\"" + std::string(900, 'x') + "\"}";
+    return b;
+  };
+  const auto record = encode_journal_record(99999, padded(99999)).size();
+  const int per_half = static_cast<int>(kJournalHalfBytes / record);
+  int i = 1;
+  for (; i <= 2 * per_half - 4; ++i) ASSERT_TRUE(io.await(f.ledger->commit_durable(padded(i)))) << i;
+  // Past both halves now: these must wait for the writer.
+  std::vector<std::future<Result<std::int64_t>>> waiting;
+  for (int k = 0; k < 100; ++k, ++i) {
+    waiting.push_back(std::async(std::launch::async, [&f, &io, b = padded(i)]() mutable {
+      return io.await(f.ledger->commit_durable(std::move(b)));
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::size_t done = 0;
+  for (auto& w : waiting) done += w.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? 1 : 0;
+  EXPECT_LT(done, waiting.size()) << "the journal did not fill up";
+  // The io thread is free meanwhile.
+  const auto t0 = std::chrono::steady_clock::now();
+  io.await([]() -> boost::asio::awaitable<void> { co_return; }());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  release.set_value();
+  for (auto& w : waiting) {
+    auto r = w.get();
+    EXPECT_TRUE(r) << (r ? "" : r.error().message);
+  }
+  ASSERT_TRUE(io.await(f.ledger->sync()));
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM usage_records"), i - 1);
+  EXPECT_EQ(f.count("SELECT applied FROM ledger_journal"), i - 1);
+  EXPECT_TRUE(f.ledger->verify_sync().ok);
+}
+
 TEST(Journal, OnlyOneProcessMayUseIt) {
   Journaled f;
   auto second = f.open_ledger();
