@@ -701,8 +701,8 @@ void Ledger::submit(Batch batch, Done done, bool awaited, Route route) {
     }
   }
   if (route == Route::kJournal && journal_fd_ >= 0 && !options_.journal_sync) {
-    // The journal idle: this thread writes the record itself (one append
-    // to the page cache, no fsync), sparing two thread hops.
+    // The journal idle: this thread writes the record itself (a copy into
+    // the journal's mapping, no system call), sparing two thread hops.
     std::unique_lock lock(jmu_);
     if (!jstop_ && !jbusy_ && jqueue_.empty()) {
       jbusy_ = true;
