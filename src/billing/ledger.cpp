@@ -135,10 +135,10 @@ struct Reader {
 };
 
 constexpr std::string_view kJournalMagic = "ALJ1";
-constexpr std::size_t kJournalHeader = 12;  // magic, length, CRC-32
+constexpr std::size_t kJournalHeader = 12;  // magic, length, CRC-32C
 
 // Writes a record's fields at a cursor sized exactly beforehand
-// (record_size): no capacity checks, no growth.
+// (payload_size): no capacity checks, no growth.
 struct Writer {
   char* p;
   void u32(std::uint32_t v) {
@@ -173,7 +173,6 @@ std::size_t payload_size(const Batch& b) {
   for (const auto& h : b.holds_ended) n += 2 * 4 + h.id.size() + h.account.size() + 8;
   return n;
 }
-
 
 }  // namespace
 
@@ -440,11 +439,11 @@ std::int64_t Ledger::journal_applied() const {
   return journal_applied_;
 }
 
-// The settlement journal, at open: lock it (one process only), replay the
-// records the tables do not hold yet, cut a torn tail, start the thread.
+// The settlement journal, at open: lock it (one process only), apply the
+// records the tables do not hold yet, map it, start the thread.
 Result<void> Ledger::open_journal() {
   const auto& path = options_.journal_file;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return Error::internal("cannot open the ledger journal " + path.string() + ": " + std::strerror(errno),
                            "ledger_unavailable");
@@ -473,7 +472,7 @@ Result<void> Ledger::open_journal() {
     }
   }
   std::map<std::int64_t, Batch> records;  // by id: each half, in order
-  for (const std::size_t from : {std::size_t{0}, kJournalHalf}) {
+  for (const std::size_t from : {std::size_t{0}, kJournalHalfBytes}) {
     if (from >= text.size()) continue;
     std::size_t valid = 0;
     for (auto& r : decode_journal(std::string_view(text).substr(from), valid)) records.emplace(r.id, std::move(r.batch));
@@ -513,19 +512,19 @@ Result<void> Ledger::open_journal() {
     spdlog::warn("ledger: applied {} settlement(s) from the journal (the last stop was unclean)", replayed.size());
   }
   // Everything in the file is applied now: it is written over from the
-  // start. Two halves of kJournalHalf, allocated on disk up front (a full
+  // start. Two halves of kJournalHalfBytes, allocated on disk up front (a full
   // disk cannot fault a write later) and mapped: a record is a memcpy.
-  if (text.size() > 2 * kJournalHalf && ::ftruncate(fd, static_cast<off_t>(2 * kJournalHalf)) != 0) {
+  if (text.size() > 2 * kJournalHalfBytes && ::ftruncate(fd, static_cast<off_t>(2 * kJournalHalfBytes)) != 0) {
     return Error::internal("cannot resize the ledger journal: " + std::string(std::strerror(errno)),
                            "ledger_unavailable");
   }
-  if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(2 * kJournalHalf)); e != 0) {
+  if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(2 * kJournalHalfBytes)); e != 0) {
     return Error::internal("cannot allocate the ledger journal: " + std::string(std::strerror(e)),
                            "ledger_unavailable");
   }
   // Not populated up front: a page is faulted in at its first record
   // (once), and an idle server does not carry the whole file in its RSS.
-  void* map = ::mmap(nullptr, 2 * kJournalHalf, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* map = ::mmap(nullptr, 2 * kJournalHalfBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) {
     return Error::internal("cannot map the ledger journal: " + std::string(std::strerror(errno)), "ledger_unavailable");
   }
@@ -534,7 +533,7 @@ Result<void> Ledger::open_journal() {
   // stops at them, their ids being lower. Clearing each half's first
   // magic makes the file read as empty until then.
   std::memset(journal_map_, 0, 4);
-  std::memset(journal_map_ + kJournalHalf, 0, 4);
+  std::memset(journal_map_ + kJournalHalfBytes, 0, 4);
   journal_half_ = 0;
   journal_offset_ = 0;
   journal_half_last_[0] = journal_half_last_[1] = 0;
@@ -558,9 +557,9 @@ void Ledger::journal_loop() {
   }
 }
 
-// One write for everything queued; then each settlement is durable: its
-// waiter completes and the batch goes to the writer's queue, to be applied
-// with the next (background, lingering) group.
+// Copies each record into the mapping; then each settlement is durable:
+// its waiter completes and the batch goes to the writer's queue, to be
+// applied with the next (background, lingering) group.
 void Ledger::journal_round(std::vector<Pending>& items, bool may_wait) {
   thread_local std::string rec;
   const auto ts = now_ms();
@@ -572,13 +571,13 @@ void Ledger::journal_round(std::vector<Pending>& items, bool may_wait) {
     if (p.batch.ts_ms == 0) p.batch.ts_ms = ts;
     rec.clear();
     append_journal_record(rec, journal_last_id_ + 1, p.batch);
-    if (rec.size() > kJournalHalf) {
+    if (rec.size() > kJournalHalfBytes) {
       // Too big for the journal (never a settlement in practice): it is
       // committed directly, and completes when that commit does.
       p.journal_id = -1;
       continue;
     }
-    if (journal_offset_ + rec.size() > kJournalHalf) {
+    if (journal_offset_ + rec.size() > kJournalHalfBytes) {
       // This half is full: on to the other, once the tables hold its
       // records (written a half ago, so at once unless the writer is far
       // behind; then an awaited batch ends its linger and this waits).
@@ -603,7 +602,7 @@ void Ledger::journal_round(std::vector<Pending>& items, bool may_wait) {
       switched = true;
     }
     p.journal_id = ++journal_last_id_;
-    std::memcpy(journal_map_ + static_cast<std::size_t>(journal_half_) * kJournalHalf + journal_offset_, rec.data(),
+    std::memcpy(journal_map_ + static_cast<std::size_t>(journal_half_) * kJournalHalfBytes + journal_offset_, rec.data(),
                 rec.size());
     journal_offset_ += rec.size();
     journal_half_last_[journal_half_] = p.journal_id;
@@ -613,11 +612,11 @@ void Ledger::journal_round(std::vector<Pending>& items, bool may_wait) {
     // storage.sqlite_synchronous = FULL: on disk before anyone is told.
     const auto sync_range = [this](int half, std::size_t from, std::size_t to) {
       const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-      const auto start = (static_cast<std::size_t>(half) * kJournalHalf + from) / page * page;
-      const auto end = static_cast<std::size_t>(half) * kJournalHalf + to;
+      const auto start = (static_cast<std::size_t>(half) * kJournalHalfBytes + from) / page * page;
+      const auto end = static_cast<std::size_t>(half) * kJournalHalfBytes + to;
       return end <= start || ::msync(journal_map_ + start, end - start, MS_SYNC) == 0;
     };
-    synced = switched ? sync_range(first_half, first_offset, kJournalHalf) && sync_range(journal_half_, 0, journal_offset_)
+    synced = switched ? sync_range(first_half, first_offset, kJournalHalfBytes) && sync_range(journal_half_, 0, journal_offset_)
                       : sync_range(journal_half_, first_offset, journal_offset_);
     // The records are in the page cache either way (they survive the
     // process) and will be applied: they are delivered, with this error.
@@ -700,11 +699,12 @@ void Ledger::submit(Batch batch, Done done, bool awaited, Route route) {
       return;
     }
   }
-  if (route == Route::kJournal && journal_fd_ >= 0 && !options_.journal_sync) {
-    // The journal idle: this thread writes the record itself (a copy into
-    // the journal's mapping, no system call), sparing two thread hops.
+  if (route != Route::kCommit && journal_fd_ >= 0) {
     std::unique_lock lock(jmu_);
-    if (!jstop_ && !jbusy_ && jqueue_.empty()) {
+    const bool idle = !jbusy_ && jqueue_.empty();
+    if (!jstop_ && route == Route::kJournal && idle && !options_.journal_sync) {
+      // The journal idle: this thread writes the record itself (a copy into
+      // the journal's mapping, no system call), sparing two thread hops.
       jbusy_ = true;
       lock.unlock();
       std::vector<Pending> items;
@@ -716,20 +716,12 @@ void Ledger::submit(Batch batch, Done done, bool awaited, Route route) {
       if (!jqueue_.empty() || jstop_) jcv_.notify_one();
       return;
     }
-  }
-  if (route != Route::kCommit && journal_fd_ >= 0) {
-    {
-      std::lock_guard lock(jmu_);
-      if (!jstop_) {
-        if (route == Route::kBarrier && jqueue_.empty() && !jbusy_) {
-          // Nothing on its way through the journal: the writer's queue
-          // alone decides (below).
-        } else {
-          jqueue_.push_back(Pending{std::move(batch), std::move(done), awaited, 0, route == Route::kBarrier});
-          jcv_.notify_one();
-          return;
-        }
-      }
+    // A barrier with nothing on its way through the journal: the writer's
+    // queue alone decides (below).
+    if (!jstop_ && !(route == Route::kBarrier && idle)) {
+      jqueue_.push_back(Pending{std::move(batch), std::move(done), awaited, 0, route == Route::kBarrier});
+      jcv_.notify_one();
+      return;
     }
   }
   if (route == Route::kBarrier) {
@@ -1376,9 +1368,9 @@ void Ledger::close() {
       // empty.
       if (journal_applied() >= journal_last_id_) {
         std::memset(journal_map_, 0, 4);
-        std::memset(journal_map_ + kJournalHalf, 0, 4);
+        std::memset(journal_map_ + kJournalHalfBytes, 0, 4);
       }
-      ::munmap(journal_map_, 2 * kJournalHalf);
+      ::munmap(journal_map_, 2 * kJournalHalfBytes);
     }
     ::close(journal_fd_);  // and unlocks it; journal_fd_ keeps its value: submit reads it unlocked
   }

@@ -76,6 +76,9 @@ class Billing final : public Meter {
   boost::asio::awaitable<Result<std::string>> resolve_account(std::string text);
 
  private:
+  // Waits until every settlement delivered so far is in the ledger's
+  // tables and balances (Ledger::sync): the readers of those call it first.
+  boost::asio::awaitable<void> settled();
   friend class HoldImpl;
   Ledger& ledger_;
   storage::Database& db_;

@@ -355,7 +355,6 @@ class Ledger final {
   int journal_half_ = 0;         // the half being written
   std::size_t journal_offset_ = 0;
   std::int64_t journal_half_last_[2] = {0, 0};  // the last id in each half
-  static constexpr std::size_t kJournalHalf = kJournalHalfBytes;
 };
 
 }  // namespace alou::billing
