@@ -328,6 +328,43 @@ TEST(Journal, AnIoThreadNeverWaitsForTheWriter) {
   EXPECT_TRUE(f.ledger->verify_sync().ok);
 }
 
+// Both halves full and the writer stuck past the journal's patience (5 s):
+// the settlement fails with ledger_unavailable and nothing of it is
+// written; what was recorded before is applied once the writer is back.
+TEST(Journal, AStuckWriterFailsTheSettlementAndWritesNothing) {
+  Journaled f;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  f.db->post([released](SQLite::Database&) { released.wait(); });
+  IoRunner io(1);
+  const auto padded = [](int i) {
+    Batch b = settlement(i, 1);
+    b.events[0].data = "{\"pad\":\"" + std::string(900, 'x') + "\"}";
+    return b;
+  };
+  const auto record = encode_journal_record(99999, padded(99999)).size();
+  const int per_half = static_cast<int>(kJournalHalfBytes / record);
+  int i = 1;
+  for (; i <= 2 * per_half - 4; ++i) ASSERT_TRUE(io.await(f.ledger->commit_durable(padded(i)))) << i;
+  const auto before = f.records().size();
+  Result<std::int64_t> r = Error::internal("unset");
+  for (;; ++i) {  // the next records fill what is left of the half, then one does not fit
+    r = io.await(f.ledger->commit_durable(padded(i)));
+    if (!r) break;
+    ASSERT_LT(i, 2 * per_half + 200);  // records of small ids are a few bytes shorter
+  }
+  EXPECT_EQ(r.error().status, 503);
+  EXPECT_EQ(r.error().code, "ledger_unavailable");
+  const auto recorded = f.records();
+  EXPECT_EQ(recorded.size(), before + static_cast<std::size_t>(i - (2 * per_half - 4) - 1));
+  for (const auto& rec : recorded) EXPECT_NE(rec.batch.usage->request_id, "req-" + std::to_string(i));
+  release.set_value();
+  ASSERT_TRUE(io.await(f.ledger->sync()));
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM usage_records"), i - 1);
+  EXPECT_EQ(f.count("SELECT COUNT(*) FROM usage_records WHERE request_id = 'req-" + std::to_string(i) + "'"), 0);
+  EXPECT_TRUE(f.ledger->verify_sync().ok);
+}
+
 TEST(Journal, OnlyOneProcessMayUseIt) {
   Journaled f;
   auto second = f.open_ledger();
