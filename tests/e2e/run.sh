@@ -12,11 +12,20 @@ if [[ ! -d $E2E/node_modules ]]; then
 fi
 
 cd "$ROOT"
-shopt -s nullglob
-tests=(tests/e2e/*.test.mjs)
+# Arguments ending in .test.mjs pick the files (ctest runs one per entry);
+# the others go to `node --test`.
+tests=()
+args=()
+for a in "$@"; do
+  if [[ $a == *.test.mjs ]]; then tests+=("$a"); else args+=("$a"); fi
+done
+if (( ${#tests[@]} == 0 )); then
+  shopt -s nullglob
+  tests=(tests/e2e/*.test.mjs)
+fi
 if (( ${#tests[@]} == 0 )); then
   echo "e2e: no tests/e2e/*.test.mjs" >&2
   exit 1
 fi
 [[ -n ${ALOU_BIN:-} ]] && export ALOU_BIN
-exec node --test --test-reporter=spec "$@" "${tests[@]}"
+exec node --test --test-reporter=spec "${args[@]}" "${tests[@]}"
