@@ -83,8 +83,10 @@ class AppImpl final : public App {
                                                   });
     if (auto r = billing_->load_prices(); !r) return r.error();
 
-    // Settlements of keys with a TPM limit also debit their token bucket.
-    meter_ = auth::make_tpm_meter(*billing_, *kv_, metrics_, ioc_.get_executor());
+    // Every limit of a caller in one place: RPM, TPM, concurrency (in the
+    // KV, in memory while it is down), then budget and balance (billing).
+    limits_ = std::make_unique<auth::LimitStore>(*kv_, metrics_);
+    policy_ = auth::make_usage_policy(*billing_, *limits_, metrics_, ioc_.get_executor());
 
     // Provider keys stored through the admin API, encrypted under ALOU_MASTER_KEY.
     std::optional<gateway::MasterKey> master;
@@ -98,7 +100,7 @@ class AppImpl final : public App {
     auto stored_keys = provider_keys_->load_blocking();
     if (!stored_keys) return stored_keys.error();
 
-    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, meter_.get(), *stored_keys,
+    auto gateway = gateway::Gateway::create(settings_, ioc_.get_executor(), metrics_, policy_.get(), *stored_keys,
                                              kv_.get());
     if (!gateway) return gateway.error();
     gateway_ = std::move(*gateway);
@@ -133,6 +135,7 @@ class AppImpl final : public App {
                                 .connections = [this] { return server_ ? server_->connections() : 0; },
                                 .providers = [this] { return gateway_->status(); },
                                 .mcp_servers = [this] { return mcp_->servers_status(); },
+                                .rate_limits = [this] { return limits_->status(); },
                             });
     if (options.extra_routes) options.extra_routes(router);
 
@@ -142,8 +145,7 @@ class AppImpl final : public App {
     filters.push_back(http::make_observability_filter(metrics_, router, settings_.log.access_log));
     filters.push_back(http::make_cors_filter(settings_.server.cors_origins));
     filters.push_back(auth::make_auth_filter({auth::make_key_resolver(*keys_), wallet_->resolver()}));
-    filters.push_back(auth::make_rate_limit_filter(*kv_, metrics_));
-    filters.push_back(auth::make_usage_limit_filter(*kv_, metrics_, ioc_.get_executor()));
+    filters.push_back(auth::make_rate_limit_filter(*policy_));
 
     auto server = http::Server::create(ioc_, settings_.server, std::move(router), std::move(filters), metrics_);
     if (!server) return server.error();
@@ -225,7 +227,8 @@ class AppImpl final : public App {
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<billing::Ledger> ledger_;
   std::unique_ptr<billing::Billing> billing_;
-  std::unique_ptr<Meter> meter_;  // billing_, decorated with the TPM debit
+  std::unique_ptr<auth::LimitStore> limits_;
+  std::unique_ptr<UsagePolicy> policy_;  // limits_, then billing_
   // One io thread: Asio is told so (its scheduler then skips the locking
   // and wake-ups a thread pool needs for the queue it runs itself).
   net::io_context ioc_{settings_.server.io_threads() == 1 ? 1 : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT};

@@ -324,8 +324,8 @@ int cmd_keys(const Args& a) {
   if (sub == "list") {
     auto list = keys.list();
     if (!list) return fail(list.error().message);
-    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %-8s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM", "TPM",
-                "CONC", "MODELS", "STATE", "TOOLS");
+    std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-12s %-20s %-8s %s\n", "ID", "NAME", "PREFIX", "ROLE", "RPM",
+                "TPM", "CONC", "BUDGET", "MODELS", "STATE", "TOOLS");
     const auto joined = [](const std::vector<std::string>& v) {
       std::string out;
       for (const auto& m : v) out += (out.empty() ? "" : ",") + m;
@@ -333,10 +333,11 @@ int cmd_keys(const Args& a) {
     };
     for (const auto& k : *list) {
       // TOOLS last: a long allow-list does not shift the other columns.
-      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-20s %-8s %s\n", k.id.c_str(), k.name.c_str(),
+      const std::string budget = k.budget_nanos ? format_money(*k.budget_nanos) : std::string("-");
+      std::printf("%-21s %-20s %-13s %-7s %-6s %-8s %-5s %-12s %-20s %-8s %s\n", k.id.c_str(), k.name.c_str(),
                   k.prefix.c_str(), role_name(k.role), fmt_opt(k.rpm).c_str(), fmt_opt(k.tpm).c_str(),
-                  fmt_opt(k.max_concurrency).c_str(), joined(k.models).c_str(), k.revoked_at_ms ? "revoked" : "active",
-                  joined(k.tools).c_str());
+                  fmt_opt(k.max_concurrency).c_str(), budget.c_str(), joined(k.models).c_str(),
+                  k.revoked_at_ms ? "revoked" : "active", joined(k.tools).c_str());
     }
     return 0;
   }

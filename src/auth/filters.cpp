@@ -76,57 +76,12 @@ class AuthFilter final : public http::Filter {
   std::vector<std::shared_ptr<CredentialResolver>> resolvers_;
 };
 
-class RateLimitFilter final : public http::Filter {
- public:
-  RateLimitFilter(storage::Kv& kv, metrics::Registry& m)
-      : kv_(kv),
-        limited_(m.counter("alou_ratelimit_rejected_total", "Requests refused by a rate limit", {{"limit", "rpm"}})),
-        kv_errors_(m.counter("alou_ratelimit_kv_errors_total",
-                             "Rate-limit checks skipped because the KV did not answer")) {}
-
-  boost::asio::awaitable<std::optional<http::Response>> on_request(http::Exchange& ex) override {
-    if (!ex.principal || !ex.principal->rpm) co_return std::nullopt;
-    const auto rpm = static_cast<double>(*ex.principal->rpm);
-    std::string key = "rl:rpm:" + ex.principal->id;
-    auto r = co_await kv_.take_tokens(std::move(key), rpm, rpm / 60.0, 1.0);
-    if (!r) {
-      kv_errors_.inc();
-      spdlog::warn("[{}] rate limit skipped: {}", ex.request_id, r.error().message);
-      co_return std::nullopt;
-    }
-    const auto reset_s = std::chrono::duration<double>(r->reset_after).count();
-
-    ex.response_headers.emplace_back("x-ratelimit-limit-requests", std::to_string(*ex.principal->rpm));
-    ex.response_headers.emplace_back("x-ratelimit-remaining-requests",
-                                     std::to_string(static_cast<std::int64_t>(std::floor(r->remaining))));
-    ex.response_headers.emplace_back("x-ratelimit-reset-requests", format_seconds3(reset_s));
-    if (r->allowed) co_return std::nullopt;
-    limited_.inc();
-    const auto retry_s = std::max<std::int64_t>(
-        1, static_cast<std::int64_t>(std::ceil(std::chrono::duration<double>(r->retry_after).count())));
-    auto res = ex.error(Error{429, "rate_limit_exceeded",
-                              "rate limit of " + std::to_string(*ex.principal->rpm) +
-                                  " requests per minute reached; retry in " + std::to_string(retry_s) + " s"});
-    res.set(http::bhttp::field::retry_after, std::to_string(retry_s));
-    co_return res;
-  }
-
- private:
-  storage::Kv& kv_;
-  metrics::Counter& limited_;
-  metrics::Counter& kv_errors_;
-};
-
 }  // namespace
 
 std::shared_ptr<CredentialResolver> make_key_resolver(KeyStore& keys) { return std::make_shared<KeyResolver>(keys); }
 
 std::shared_ptr<http::Filter> make_auth_filter(std::vector<std::shared_ptr<CredentialResolver>> resolvers) {
   return std::make_shared<AuthFilter>(std::move(resolvers));
-}
-
-std::shared_ptr<http::Filter> make_rate_limit_filter(storage::Kv& kv, metrics::Registry& metrics) {
-  return std::make_shared<RateLimitFilter>(kv, metrics);
 }
 
 }  // namespace alou::auth

@@ -119,20 +119,35 @@ std::string account_of(const Principal& p) {
 // events are written in the same commit.
 class HoldImpl final : public Hold {
  public:
-  HoldImpl(Billing& b, std::string account, std::int64_t amount, std::string id, Price price, const HoldRequest& r)
+  HoldImpl(Billing& b, std::string account, std::int64_t amount, std::string id, Price price, const HoldRequest& r,
+           std::int64_t output_cap, bool may_overdraw)
       : b_(b),
         account_(std::move(account)),
         amount_(amount),
         id_(std::move(id)),
         price_(price),
         model_(r.model),
-        request_id_(r.request_id) {}
+        request_id_(r.request_id),
+        fallbacks_(r.fallback_models),
+        output_cap_(output_cap),
+        may_overdraw_(may_overdraw) {}
 
   ~HoldImpl() override {
     if (!done_) release();
   }
 
   std::int64_t amount_nanos() const override { return amount_; }
+  std::int64_t output_cap() const override { return output_cap_; }
+
+  void priced_as(std::string model) override {
+    if (model == model_) return;
+    for (const auto& f : fallbacks_) {
+      if (f != model) continue;
+      price_ = b_.price_of(model);
+      model_ = std::move(model);
+      return;
+    }
+  }
 
   void event(std::string kind, std::string data) override {
     EventRow row{request_id_, account_, std::move(kind), std::move(data), now_ms()};
@@ -181,19 +196,30 @@ class HoldImpl final : public Hold {
   Batch settlement(const Usage& u, std::string provider) {
     done_ = true;
     Batch batch;
-    const auto cost = cost_nanos(price_, u.prompt_tokens, u.cached_tokens, u.completion_tokens);
+    const auto priced = cost_nanos(price_, u.prompt_tokens, u.cached_tokens, u.completion_tokens);
+    // The hold is the most a request may cost: an account that may not
+    // overdraw is never charged beyond it (the prompt was estimated low, or
+    // an upstream ignored the output cap). The rest is recorded, not charged.
+    const auto cost = may_overdraw_ ? priced : std::min(priced, amount_);
+    if (cost < priced) {
+      b_.uncharged_.inc(static_cast<std::uint64_t>(priced - cost));
+      spdlog::warn("[{}] usage priced at {} USD exceeds its hold of {} USD: {} USD not charged", request_id_,
+                   format_money(priced), format_money(amount_), format_money(priced - cost));
+    }
     UsageRow row{request_id_, account_, model_, provider, u.prompt_tokens, u.completion_tokens,
                  u.cached_tokens, cost, u.estimated};
     // Written as text (keys in the order nlohmann::json would sort them):
     // no JSON tree per settlement.
-    std::string usage_event = JsonObject{}
-                                  .num("cached_tokens", u.cached_tokens)
-                                  .num("completion_tokens", u.completion_tokens)
-                                  .str("cost", format_money(cost))
-                                  .num("cost_nanos", cost)
-                                  .boolean("estimated", u.estimated)
-                                  .num("prompt_tokens", u.prompt_tokens)
-                                  .done();
+    JsonObject usage_json;
+    usage_json.num("cached_tokens", u.cached_tokens)
+        .num("completion_tokens", u.completion_tokens)
+        .str("cost", format_money(cost))
+        .num("cost_nanos", cost)
+        .boolean("estimated", u.estimated)
+        .str("model", model_)
+        .num("prompt_tokens", u.prompt_tokens);
+    if (cost < priced) usage_json.num("uncharged_nanos", priced - cost);
+    std::string usage_event = usage_json.done();
     if (cost > 0) {
       JsonObject price;
       if (price_.cached_input) {
@@ -228,15 +254,25 @@ class HoldImpl final : public Hold {
   Price price_;
   std::string model_;
   std::string request_id_;
+  std::vector<std::string> fallbacks_;
+  std::int64_t output_cap_;
+  bool may_overdraw_;
   std::vector<EventRow> events_;
   bool done_ = false;
 };
 
 Billing::Billing(const Settings& settings, Ledger& ledger, storage::Database& db, metrics::Registry& metrics,
                  KeyFinder find_key)
-    : ledger_(ledger), db_(db), metrics_(metrics), find_key_(std::move(find_key)) {
+    : ledger_(ledger),
+      db_(db),
+      metrics_(metrics),
+      find_key_(std::move(find_key)),
+      uncharged_(metrics.counter("alou_billing_uncharged_nanos_total",
+                                 "Usage priced beyond its hold and not charged (nano-USD): prompts estimated low, or"
+                                 " upstreams that ignored the output cap")) {
   default_max_output_ = settings.billing.default_max_output_tokens;
   for (const auto& m : settings.models) {
+    if (m.max_output_tokens > 0) max_output_[m.name] = m.max_output_tokens;
     Price p{nanos_per_mtok(m.price.input_per_mtok), nanos_per_mtok(m.price.output_per_mtok), std::nullopt};
     if (m.price.cached_input_per_mtok) p.cached_input = nanos_per_mtok(*m.price.cached_input_per_mtok);
     config_prices_[m.name] = p;
@@ -270,6 +306,11 @@ Result<void> Billing::load_prices() {
   });
 }
 
+std::int64_t Billing::max_output_of(const std::string& model) const {
+  const auto it = max_output_.find(model);
+  return it == max_output_.end() ? default_max_output_ : it->second;
+}
+
 Price Billing::price_of(const std::string& model) const {
   std::shared_lock lock(prices_mu_);
   const auto it = prices_.find(model);
@@ -279,23 +320,61 @@ Price Billing::price_of(const std::string& model) const {
 Result<std::unique_ptr<Hold>> Billing::hold(const HoldRequest& req) {
   if (!req.principal) return Error::unauthorized("no credentials");
   const auto account = account_of(*req.principal);
-  const auto price = price_of(req.model);
-  const auto max_out = req.max_output_tokens > 0 ? req.max_output_tokens : default_max_output_;
-  const auto amount = hold_nanos(price, req.prompt_tokens, max_out);
+  // The dearest of the models that may serve the request, per token kind:
+  // its hold covers whichever of them answers.
+  Price price = price_of(req.model);
+  std::int64_t model_cap = max_output_of(req.model);
+  for (const auto& f : req.fallback_models) {
+    const auto p = price_of(f);
+    price.input = std::max(price.input, p.input);
+    price.output = std::max(price.output, p.output);
+    model_cap = std::max(model_cap, max_output_of(f));
+  }
+  price.cached_input.reset();  // held at the input price
+  const bool own_cap = req.max_output_tokens > 0;
+  const auto want_out = own_cap ? req.max_output_tokens : model_cap;
+  const auto prompt = std::max<std::int64_t>(0, req.prompt_tokens);
+  const auto max_amount = hold_nanos(price, prompt, want_out);
+  // A request with its own cap is held in full or refused; one without is
+  // capped at what the balance and budget cover, down to kMinOutputTokens.
+  const auto min_out = own_cap ? want_out : std::min<std::int64_t>(want_out, kMinOutputTokens);
+  const auto min_amount = hold_nanos(price, prompt, min_out);
   const bool overdraft = req.principal->kind == Principal::Kind::kAdminKey;
-  if (!ledger_.try_reserve(account, amount, overdraft)) {
-    const auto f = ledger_.funds(account);
+  const auto r = ledger_.reserve(account, ReserveAsk{.min = min_amount,
+                                                     .max = max_amount,
+                                                     .overdraft = overdraft,
+                                                     .budget = overdraft ? std::nullopt : req.principal->budget_nanos});
+  if (r.refused == Reserved::Refused::kBudget) {
+    return Error{402, "budget_exceeded",
+                 "this key's budget is spent: this request may cost up to " + format_money(min_amount) + " USD and " +
+                     format_money(r.covered) + " USD of the key's budget of " +
+                     format_money(*req.principal->budget_nanos) + " USD is left"};
+  }
+  if (r.refused == Reserved::Refused::kBalance) {
     return Error{402, "insufficient_balance",
-                 "insufficient balance: this request may cost up to " + format_money(amount) + " USD and " +
-                     format_money(std::max<std::int64_t>(0, f.available())) +
-                     " USD is available; add credit or lower max_tokens"};
+                 "insufficient balance: this request may cost up to " + format_money(min_amount) + " USD and " +
+                     format_money(r.covered) + " USD is available; add credit" +
+                     (own_cap ? std::string(" or lower max_tokens") : std::string())};
+  }
+  auto amount = r.amount;
+  auto cap = want_out;
+  if (amount < max_amount && price.output > 0) {
+    // The balance covers less than the model's maximum: the most output it
+    // does cover, held exactly.
+    const i128 room = static_cast<i128>(amount) * 1'000'000 - static_cast<i128>(prompt) * price.input;
+    cap = std::clamp<std::int64_t>(static_cast<std::int64_t>(room / price.output), min_out, want_out);
+    const auto exact = hold_nanos(price, prompt, cap);
+    if (exact < amount) ledger_.unreserve(account, amount - exact);
+    amount = std::min(amount, exact);
   }
   std::string id;
   if (amount > 0) {
     id = random_id();
     ledger_.persist_hold(HoldRow{id, account, amount, req.request_id, req.model});
   }
-  return std::unique_ptr<Hold>(new HoldImpl(*this, account, amount, std::move(id), price, req));
+  const auto output_cap = own_cap || price.output == 0 ? 0 : cap;
+  return std::unique_ptr<Hold>(new HoldImpl(*this, account, amount, std::move(id), price_of(req.model), req,
+                                            output_cap, overdraft));
 }
 
 void Billing::audit(const std::string& subject, const Principal* principal, std::string kind, const json& data) {
@@ -358,6 +437,13 @@ void Billing::add_routes(http::Router& router) {
         body.update(money_fields("balance", f.balance_nanos));
         body.update(money_fields("held", f.held_nanos));
         body.update(money_fields("available", f.available()));
+        body.update(money_fields("spent", f.spent_nanos));
+        // The caller's own key with a budget: what is left of it.
+        if (ex.principal && ex.principal->budget_nanos && *account == account_of(*ex.principal)) {
+          body.update(money_fields("budget", *ex.principal->budget_nanos));
+          body.update(money_fields(
+              "budget_left", std::max<std::int64_t>(0, *ex.principal->budget_nanos - f.spent_nanos - f.held_nanos)));
+        }
         co_return ex.json(http::Status::ok, body.dump());
       },
       member);

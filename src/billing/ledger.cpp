@@ -417,6 +417,9 @@ Result<std::unique_ptr<Ledger>> Ledger::open(storage::Database& db, LedgerOption
                           " SELECT credit AS account, amount_nanos AS delta FROM ledger_entries"
                           " UNION ALL SELECT debit, -amount_nanos FROM ledger_entries) GROUP BY account");
       while (b.executeStep()) l->funds_[b.getColumn(0).getString()].balance_nanos = b.getColumn(1).getInt64();
+      // What each account was charged over its life (key budgets).
+      SQLite::Statement spent(c, "SELECT debit, SUM(amount_nanos) FROM ledger_entries WHERE kind = 'charge' GROUP BY debit");
+      while (spent.executeStep()) l->funds_[spent.getColumn(0).getString()].spent_nanos = spent.getColumn(1).getInt64();
       // Holds left by a crash: the requests they covered were never
       // settled, so nothing was delivered for them (a response goes out
       // only once its charge is durable). Release them.
@@ -683,6 +686,33 @@ bool Ledger::try_reserve(const std::string& account, std::int64_t amount, bool o
   if (!overdraft && f.available() < amount) return false;
   f.held_nanos += amount;
   return true;
+}
+
+Reserved Ledger::reserve(const std::string& account, const ReserveAsk& ask) {
+  Reserved out;
+  const auto max = std::max<std::int64_t>(0, ask.max);
+  const auto min = std::clamp<std::int64_t>(ask.min, 0, max);
+  std::lock_guard lock(mu_);
+  auto& f = funds_[account];
+  std::int64_t room = max;
+  if (!ask.overdraft && f.available() < room) room = std::max<std::int64_t>(0, f.available());
+  if (room < min) {
+    out.refused = Reserved::Refused::kBalance;
+    out.covered = room;
+    return out;
+  }
+  if (ask.budget) {
+    const auto left = std::max<std::int64_t>(0, *ask.budget - f.spent_nanos - f.held_nanos);
+    if (left < min) {
+      out.refused = Reserved::Refused::kBudget;
+      out.covered = left;
+      return out;
+    }
+    room = std::min(room, left);
+  }
+  f.held_nanos += room;
+  out.amount = room;
+  return out;
 }
 
 void Ledger::unreserve(const std::string& account, std::int64_t amount) {
@@ -1104,6 +1134,9 @@ void Ledger::flush(SQLite::Database& c) {
         for (const auto& [account, d] : foreign) funds_[account].balance_nanos += d;
         for (const auto& [account, d] : deltas) funds_[account].balance_nanos += d;
         for (const auto& p : group) {
+          for (const auto& t : p.batch.transfers) {
+            if (t.kind == "charge") funds_[t.debit].spent_nanos += t.amount_nanos;
+          }
           for (const auto& h : p.batch.holds_ended) {
             auto& f = funds_[h.account];
             f.held_nanos = std::max<std::int64_t>(0, f.held_nanos - h.amount_nanos);

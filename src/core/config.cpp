@@ -375,6 +375,10 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
                          p.extra[extra] = *nd.value<std::string>();
                        }});
         }
+        // The request field an output cap goes in (openai, azure): docs/billing.md.
+        f.push_back({"max_tokens_field", Kind::kString,
+                     [&p](const toml::node& nd) { p.extra["max_tokens_field"] = *nd.value<std::string>(); }, 0, 0,
+                     {"max_tokens", "max_completion_tokens"}});
         // kind anthropic: max_tokens when the client sends none (Anthropic requires one).
         f.push_back({"default_max_tokens", Kind::kInt,
                      [&p](const toml::node& nd) { p.extra["default_max_tokens"] = std::to_string(*nd.value<std::int64_t>()); },
@@ -419,6 +423,11 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
               return *e;
             }
             if (r.provider.empty()) return b.error(rp + ".provider", "is required");
+          }
+        } else if (key == "max_output_tokens") {
+          if (auto e = b.assign(Field{"max_output_tokens", Kind::kUint, set_to(m.max_output_tokens), 1, kU32Max}, v,
+                                path + "." + key)) {
+            return *e;
           }
         } else if (key == "price") {
           const auto* pt = v.as_table();

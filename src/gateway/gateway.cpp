@@ -1,5 +1,7 @@
 #include "alou/gateway/gateway.hpp"
 
+#include "alou/gateway/chat.hpp"
+
 #include "alou/core/json_text.hpp"
 #include "alou/core/metrics.hpp"
 #include "alou/core/random.hpp"
@@ -20,6 +22,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <mutex>
@@ -112,7 +115,29 @@ struct Target {
   std::uint32_t weight;
   Breaker* breaker;
   metrics::Gauge* open_gauge;
+  const std::string* served;       // the [[models]] name this route serves (priced as)
+  const std::string* cap_field;    // where this provider takes an output cap
 };
+
+// The request field that carries an output cap to a provider: OpenAI's own
+// API (and Azure's) wants max_completion_tokens (its reasoning models refuse
+// max_tokens); other OpenAI-compatible servers (DeepSeek, Ollama, vLLM...)
+// and the translating adapters read max_tokens. `max_tokens_field` overrides.
+std::string cap_field_of(const ProviderSettings& p) {
+  if (const auto it = p.extra.find("max_tokens_field"); it != p.extra.end()) return it->second;
+  if (p.kind == "azure") return "max_completion_tokens";
+  if (p.kind == "openai" && p.base_url.find("api.openai.com") != std::string::npos) return "max_completion_tokens";
+  return "max_tokens";
+}
+
+// An upper estimate of a request's prompt tokens from its body, for its
+// hold: tokenizers give about 4 ASCII characters a token, but a token per
+// 1-3 bytes of other scripts (CJK), so bytes above 0x7f count double.
+std::int64_t prompt_upper_estimate(std::string_view body) {
+  std::size_t high = 0;
+  for (const char c : body) high += static_cast<unsigned char>(c) >> 7;
+  return static_cast<std::int64_t>((body.size() - high + 3) / 4 + (high + 1) / 2);
+}
 
 struct ModelEntry {
   std::string name;
@@ -145,6 +170,22 @@ class FreeMeter final : public Meter {
   void audit(const std::string&, const Principal*, std::string, const json&) override {}
 };
 
+// ... and no limits either.
+class FreePolicy final : public UsagePolicy {
+ public:
+  net::awaitable<Admission> admit(const HoldRequest& req) override {
+    Admission a;
+    auto h = meter_.hold(req);
+    a.hold = std::move(*h);
+    co_return a;
+  }
+  net::awaitable<Admission> admit_request(const Principal&) override { co_return Admission{}; }
+  Meter& meter() override { return meter_; }
+
+ private:
+  FreeMeter meter_;
+};
+
 std::int64_t int_field(const json& j, const char* key) {
   const auto it = j.find(key);
   return it != j.end() && it->is_number_integer() ? std::max<std::int64_t>(0, it->get<std::int64_t>()) : 0;
@@ -162,33 +203,6 @@ Usage usage_of(const json& u) {
 }
 
 std::int64_t tokens_of_chars(std::size_t chars) { return static_cast<std::int64_t>((chars + 3) / 4); }
-
-// What a stream has produced, for its settlement however it ends: the
-// upstream's usage when it came, else an estimate from the streamed text.
-// Settled at most once; if the stream is abandoned (the client left and
-// the handler was cancelled) the destructor settles in the background.
-struct StreamBill {
-  Hold& hold;
-  std::string provider;
-  std::int64_t prompt_estimate = 0;
-  std::optional<Usage> usage;
-  std::size_t chars = 0;
-  bool done = false;
-
-  void see(std::string_view chunk) { chars += delta_chars(chunk); }
-  Usage current() const {
-    if (usage) return *usage;
-    return Usage{prompt_estimate, tokens_of_chars(chars), 0, true};
-  }
-  net::awaitable<Result<std::int64_t>> settle() {
-    done = true;
-    auto r = co_await hold.settle(current(), provider);
-    co_return r;
-  }
-  ~StreamBill() {
-    if (!done) hold.settle_detached(current(), provider);
-  }
-};
 
 // Forwards to the client's writer and tapes what was sent, for an
 // Idempotency-Key replay.
@@ -213,16 +227,17 @@ class TapWriter final : public http::SseWriter {
   IdempotencyClaim& claim_;
 };
 
-class GatewayImpl final : public Gateway {
+class GatewayImpl final : public Gateway, public ChatService {
  public:
-  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, Meter* meter,
+  GatewayImpl(const Settings& s, net::any_io_executor ex, metrics::Registry& m, UsagePolicy* policy,
               const std::map<std::string, std::string>& stored_keys, storage::Kv* kv)
-      : metrics_(m), meter_(meter ? meter : &free_meter_) {
+      : metrics_(m), policy_(policy ? policy : &free_policy_) {
     if (kv) idempotency_.emplace(*kv, ex);
     http::ClientOptions opts;
     client_ = std::make_shared<http::Client>(ex, opts, &m);
     // The provider registry, filled here in one readable list.
     for (const auto& p : s.providers) {
+      cap_fields_.emplace(p.name, cap_field_of(p));
       ProviderState st{p.name, p.kind, false, {}};
       std::string key;
       const auto stored = stored_keys.find(p.name);
@@ -273,8 +288,9 @@ class GatewayImpl final : public Gateway {
         providers_.emplace(p.name, std::move(impl));
       }
     }
+    models_.reserve(s.models.size());
     for (const auto& ms : s.models) {
-      ModelEntry e{ms.name, {}, ms.fallbacks};
+      auto& e = models_.emplace(ms.name, ModelEntry{ms.name, {}, ms.fallbacks}).first->second;
       for (const auto& r : ms.routes) {
         auto it = providers_.find(r.provider);
         if (it == providers_.end() || r.weight == 0) continue;
@@ -286,10 +302,9 @@ class GatewayImpl final : public Gateway {
         auto& breaker = *slot;
         auto& gauge = m.gauge("alou_gateway_breaker_open", "1 while a route's circuit breaker is open",
                               {{"provider", r.provider}, {"model", upstream_model}});
-        e.routes.push_back(
-            Target{it->second.get(), ready_.at(r.provider).get(), upstream_model, r.weight, &breaker, &gauge});
+        e.routes.push_back(Target{it->second.get(), ready_.at(r.provider).get(), upstream_model, r.weight, &breaker,
+                                  &gauge, &e.name, &cap_fields_.at(r.provider)});
       }
-      models_.emplace(ms.name, std::move(e));
     }
     for (const auto& st : states_) {
       if (!st.enabled) spdlog::info("provider {} ({}) disabled: {}", st.name, st.kind, st.reason);
@@ -299,14 +314,16 @@ class GatewayImpl final : public Gateway {
   void add_routes(http::Router& router) override {
     const http::RouteOptions openai{.access = http::Access::kAuthenticated,
                                     .format = http::ErrorFormat::kOpenAi,
-                                    .watch_client = true};
-    router.post("/v1/chat/completions", [this](http::Exchange& ex) { return chat(ex); }, openai);
+                                    .watch_client = true,
+                                    .metered = true};
+    router.post("/v1/chat/completions", [this](http::Exchange& ex) { return http_chat(ex); }, openai);
     const http::RouteOptions anthropic_route{.access = http::Access::kAuthenticated,
                                              .format = http::ErrorFormat::kAnthropic,
-                                             .watch_client = true};
-    router.post("/v1/messages", [this](http::Exchange& ex) { return messages(ex); }, anthropic_route);
+                                             .watch_client = true,
+                                             .metered = true};
+    router.post("/v1/messages", [this](http::Exchange& ex) { return http_messages(ex); }, anthropic_route);
     const http::RouteOptions listing{.access = http::Access::kAuthenticated, .format = http::ErrorFormat::kOpenAi};
-    router.post("/v1/embeddings", [this](http::Exchange& ex) { return embeddings(ex); }, openai);
+    router.post("/v1/embeddings", [this](http::Exchange& ex) { return http_embeddings(ex); }, openai);
     router.get("/v1/models", [this](http::Exchange& ex) { return list_models(ex); }, listing);
     router.get("/v1/models/{model}", [this](http::Exchange& ex) { return get_model(ex); }, listing);
   }
@@ -395,13 +412,14 @@ class GatewayImpl final : public Gateway {
 
   // The order in which targets are tried: a weighted pick among the
   // model's routes, its other routes, then each fallback model likewise.
-  std::vector<const Target*> plan(const ModelEntry& m) const {
+  // Fallback models the caller may not use are skipped.
+  std::vector<const Target*> plan(const ModelEntry& m, const Principal& who) const {
     std::vector<const Target*> out;
     const auto now = steady_ms();
     std::vector<const ModelEntry*> chain{&m};
     for (const auto& f : m.fallbacks) {
       auto it = models_.find(f);
-      if (it != models_.end()) chain.push_back(&it->second);
+      if (it != models_.end() && who.may_use_model(f)) chain.push_back(&it->second);
     }
     for (const auto* e : chain) {
       std::vector<const Target*> pool;
@@ -513,94 +531,23 @@ class GatewayImpl final : public Gateway {
     }
   }
 
-  net::awaitable<http::Response> chat(http::Exchange& ex) {
-    auto body = json::parse(ex.request().body(), nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
-      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
-    }
-    if (!body.contains("model") || !body["model"].is_string()) {
-      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
-    }
-    if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
-      co_return ex.error(Error::bad_request("messages must be a non-empty array", "invalid_messages"));
-    }
-    if (body.contains("stream") && !body["stream"].is_boolean() && !body["stream"].is_null()) {
-      co_return ex.error(Error::bad_request("stream must be a boolean", "invalid_stream"));
-    }
-    const std::string model = body["model"].get<std::string>();
-    auto targets = targets_for(ex, model);
-    if (!targets) co_return ex.error(targets.error());
-    const DurationTimer timer{duration(model)};
-    if (body.contains("stream_options") && !body["stream_options"].is_null()) {
-      const auto& so = body["stream_options"];
-      if (!so.is_object() || (so.contains("include_usage") && !so["include_usage"].is_boolean())) {
-        co_return ex.error(Error::bad_request("stream_options.include_usage must be a boolean", "invalid_stream_options"));
+  // What the hold of a call is for: the most it may cost.
+  static HoldRequest hold_request(const ChatCall& call, const std::string& model,
+                                  const std::vector<const Target*>& targets, std::int64_t max_output) {
+    const json& body = call.body;
+    HoldRequest r;
+    r.request_id = call.request_id;
+    r.principal = call.principal;
+    r.model = model;
+    for (const auto* t : targets) {
+      if (*t->served != model &&
+          std::find(r.fallback_models.begin(), r.fallback_models.end(), *t->served) == r.fallback_models.end()) {
+        r.fallback_models.push_back(*t->served);
       }
     }
-    const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
-    std::shared_ptr<IdempotencyClaim> claim;
-    std::optional<http::Response> early;
-    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
-    if (early) co_return std::move(*early);
-    auto hold = open_hold(ex, model, body, stream);
-    if (!hold) {
-      if (claim) co_await claim->abandon();
-      co_return ex.error(hold.error());
-    }
-    if (!stream) {
-      auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::chat, nullptr, claim.get(),
-                                    forwardable(ex.request().body(), model));
-      co_return res;
-    }
-    auto res = co_await chat_streamed(ex, body, model, *targets, **hold, false, claim.get());
-    co_return res;
-  }
-
-  // POST /v1/messages: Anthropic Messages, translated to the canonical
-  // OpenAI request and routed exactly like chat (the anthropic-version
-  // header is accepted and ignored).
-  net::awaitable<http::Response> messages(http::Exchange& ex) {
-    const auto in = json::parse(ex.request().body(), nullptr, false);
-    if (in.is_discarded() || !in.is_object()) {
-      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
-    }
-    auto body = anthropic::to_openai_request(in);
-    if (!body) co_return ex.error(body.error());
-    const std::string model = (*body)["model"].get<std::string>();
-    auto targets = targets_for(ex, model);
-    if (!targets) co_return ex.error(targets.error());
-    const DurationTimer timer{duration(model)};
-    const bool stream = (*body)["stream"].get<bool>();
-    body->erase("stream");
-    std::shared_ptr<IdempotencyClaim> claim;
-    std::optional<http::Response> early;
-    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
-    if (early) co_return std::move(*early);
-    auto hold = open_hold(ex, model, *body, stream);
-    if (!hold) {
-      if (claim) co_await claim->abandon();
-      co_return ex.error(hold.error());
-    }
-    if (!stream) {
-      const Transform to_message = [&model](const std::string& completion) {
-        return anthropic::to_anthropic_message(completion, model);
-      };
-      auto res = co_await call_once(ex, *body, model, *targets, **hold, &Provider::chat, &to_message, claim.get());
-      co_return res;
-    }
-    auto res = co_await chat_streamed(ex, *body, model, *targets, **hold, true, claim.get());
-    co_return res;
-  }
-
-  // Reserves the most this request may cost (402 if the balance is short)
-  // and opens its audit trail.
-  Result<std::unique_ptr<Hold>> open_hold(const http::Exchange& ex, const std::string& model, const json& body,
-                                          bool stream, std::int64_t max_output = 0) {
-    HoldRequest r;
-    r.request_id = ex.request_id;
-    r.principal = ex.principal ? &*ex.principal : nullptr;
-    r.model = model;
-    r.prompt_tokens = tokens_of_chars(ex.request().body().size());
+    r.prompt_tokens = prompt_upper_estimate(!call.request_text.empty() ? call.request_text
+                                            : !call.raw.empty()         ? call.raw
+                                                                        : std::string_view(body.dump()));
     r.max_output_tokens = max_output;
     if (max_output == 0) {
       for (const char* k : {"max_completion_tokens", "max_tokens"}) {
@@ -610,23 +557,13 @@ class GatewayImpl final : public Gateway {
         }
       }
     }
-    auto h = meter_->hold(r);
-    if (h) {
-      (*h)->event("request", JsonObject{}
-                                 .str("endpoint", ex.path())
-                                 .num("hold_nanos", (*h)->amount_nanos())
-                                 .str("model", model)
-                                 .str("principal", ex.principal ? std::string_view(ex.principal->id) : "")
-                                 .boolean("stream", stream)
-                                 .done());
-    }
-    return h;
+    return r;
   }
 
   // The key may use the model, it exists, something serves it, and the
   // targets to try in order.
-  Result<std::vector<const Target*>> targets_for(const http::Exchange& ex, const std::string& model) const {
-    if (!ex.principal || !ex.principal->may_use_model(model)) {
+  Result<std::vector<const Target*>> targets_for(const Principal& who, const std::string& model) const {
+    if (!who.may_use_model(model)) {
       return Error::forbidden("this key may not use model `" + model + "`", "model_not_allowed");
     }
     auto it = models_.find(model);
@@ -635,43 +572,12 @@ class GatewayImpl final : public Gateway {
                               "model_not_found");
     }
     if (!available(model)) return Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider");
-    auto targets = plan(it->second);
+    auto targets = plan(it->second, who);
     if (targets.empty()) {
       return Error::unavailable("every route of model `" + model + "` failed repeatedly (circuit open); retry shortly",
                                 "circuit_open");
     }
     return targets;
-  }
-
-  // POST /v1/embeddings: routed like chat (same models, keys, retries,
-  // fallbacks and breakers).
-  net::awaitable<http::Response> embeddings(http::Exchange& ex) {
-    auto body = json::parse(ex.request().body(), nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
-      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
-    }
-    if (!body.contains("model") || !body["model"].is_string()) {
-      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
-    }
-    const auto input = body.find("input");
-    if (input == body.end() || !(input->is_string() || (input->is_array() && !input->empty()))) {
-      co_return ex.error(Error::bad_request("input must be a string or a non-empty array", "invalid_input"));
-    }
-    const std::string model = body["model"].get<std::string>();
-    auto targets = targets_for(ex, model);
-    if (!targets) co_return ex.error(targets.error());
-    const DurationTimer timer{duration(model)};
-    std::shared_ptr<IdempotencyClaim> claim;
-    std::optional<http::Response> early;
-    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
-    if (early) co_return std::move(*early);
-    auto hold = open_hold(ex, model, body, false, 1);
-    if (!hold) {
-      if (claim) co_await claim->abandon();
-      co_return ex.error(hold.error());
-    }
-    auto res = co_await call_once(ex, body, model, *targets, **hold, &Provider::embeddings, nullptr, claim.get());
-    co_return res;
   }
 
   // Idempotency-Key: claims the key for this request (`claim` set), or
@@ -705,10 +611,6 @@ class GatewayImpl final : public Gateway {
     res.body() = std::move(start.body);
     co_return res;
   }
-
-  using Call = net::awaitable<UpResult<std::string>> (Provider::*)(const json&);
-  // Rewrites a successful upstream body for the client (e.g. OpenAI -> Anthropic).
-  using Transform = std::function<std::string(const std::string&)>;
 
   // The client's chat body as it came, and where its model's name is, when
   // that text may go to an OpenAI-format upstream as is (or with only the
@@ -747,6 +649,31 @@ class GatewayImpl final : public Gateway {
     return RawBody{raw, at, i + 1 - at};
   }
 
+  // The hold's output cap in the request, in the field the target's
+  // provider reads (the request set no cap of its own: Hold::output_cap).
+  static void apply_cap(json& body, const Target& t, std::int64_t cap) {
+    body.erase("max_tokens");
+    body.erase("max_completion_tokens");
+    body[*t.cap_field] = cap;
+  }
+  // The same on the client's text: the field goes first in its object.
+  // (The text has no plain "max_tokens" key: the client set no cap;
+  // forwardable() refused texts with escaped letters.)
+  static std::string with_cap(std::string_view text, const Target& t, std::int64_t cap) {
+    const auto open = text.find('{');
+    std::string out;
+    out.reserve(text.size() + 48);
+    out.append(text.substr(0, open + 1));
+    append_json_string(out, *t.cap_field);
+    out.push_back(':');
+    out.append(std::to_string(cap));
+    // An empty object ("{}") takes no comma.
+    const auto next = text.find_first_not_of(" \t\r\n", open + 1);
+    if (next != std::string_view::npos && text[next] != '}') out.push_back(',');
+    out.append(text.substr(open + 1));
+    return out;
+  }
+
   // `raw` with the model's value replaced by `upstream_model`.
   static std::string renamed(const RawBody& raw, std::string_view upstream_model) {
     std::string out;
@@ -755,97 +682,6 @@ class GatewayImpl final : public Gateway {
     append_json_string(out, upstream_model);
     out.append(raw.text.substr(raw.value_at + raw.value_len));
     return out;
-  }
-
-  // One buffered upstream call with retries and fallbacks (chat or
-  // embeddings). `raw`: the client's text of `body` (chat), forwarded as is
-  // to a target whose upstream model is `model` itself.
-  net::awaitable<http::Response> call_once(http::Exchange& ex, json& body, const std::string& model,
-                                           const std::vector<const Target*>& targets, Hold& hold, Call call,
-                                           const Transform* transform = nullptr, IdempotencyClaim* claim = nullptr,
-                                           std::optional<RawBody> raw = std::nullopt) {
-    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
-    for (std::size_t ti = 0; ti < targets.size(); ++ti) {
-      const Target& t = *targets[ti];
-      body["model"] = t.model;
-      for (int attempt = 0; attempt < kTriesPerTarget; ++attempt) {
-        if (attempt > 0) {
-          retries(t.provider->name()).inc();
-          co_await backoff(attempt - 1, last.retry_after);
-        }
-        hold.event("route", route_event(t, ti, attempt, last));
-        const auto started = std::chrono::steady_clock::now();
-        const bool as_sent = raw && call == &Provider::chat;
-        std::optional<UpResult<std::string>> sent;
-        if (as_sent && t.model == model) {
-          sent.emplace(co_await t.provider->chat_raw(body, raw->text));
-        } else if (as_sent) {
-          const std::string text = renamed(*raw, t.model);
-          sent.emplace(co_await t.provider->chat_raw(body, text));
-        } else {
-          sent.emplace(co_await (t.provider->*call)(body));
-        }
-        auto r = std::move(*sent);
-        if (!r && co_await client_gone()) {
-          // The client left (its cancellation ended the call): not the
-          // route's fault, so no breaker count, no retry; nothing charged.
-          co_return failed(ex, hold, r.error());
-        }
-        observe_latency(t, started);
-        if (r) {
-          note(t, nullptr);
-        } else {
-          const UpstreamFailure f = r.error();
-          note(t, &f);
-        }
-        if (r) {
-          outcome(model, t.provider->name(), "ok").inc();
-          // Only the usage object is parsed, not the (possibly long) reply.
-          std::optional<Usage> usage;
-          if (const auto at = usage_object_at(*r); at != std::string_view::npos) {
-            if (const auto end = object_end(*r, at); end != std::string_view::npos) {
-              const auto u = json::parse(std::string_view(*r).substr(at, end - at), nullptr, false);
-              if (u.is_object()) {
-                record_usage(model, u);
-                usage = usage_of(u);
-              }
-            }
-          }
-          if (!usage) {
-            usage = Usage{tokens_of_chars(ex.request().body().size()), tokens_of_chars(delta_chars(*r)), 0, true};
-          }
-          hold.event("completion", JsonObject{}.str("outcome", "ok").str("provider", t.provider->name()).done());
-          // Delivered only once the charge is durable.
-          auto charged = co_await hold.settle(*usage, t.provider->name());
-          if (!charged) co_return ex.error(charged.error());
-          std::string out = transform ? (*transform)(*r) : std::move(*r);
-          // Kept before it is sent: a replay that follows finds it.
-          if (claim) co_await claim->complete(200, "application/json", out);
-          co_return ex.json(http::Status::ok, std::move(out));
-        }
-        last = r.error();
-        outcome(model, t.provider->name(), "error").inc();
-        errors(t.provider->name(), last.error.code).inc();
-        spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
-                     last.retryable ? "retryable" : "final");
-        if (!last.retryable) break;
-      }
-      if (!last.retryable) break;
-      if (ti + 1 < targets.size()) {
-        fallbacks(model).inc();
-      }
-    }
-    // Nothing was charged: the key is free for a retry.
-    if (claim) co_await claim->abandon();
-    co_return failed(ex, hold, last);
-  }
-
-  // Nothing was delivered: the hold is released, nothing is charged.
-  static http::Response failed(http::Exchange& ex, Hold& hold, const UpstreamFailure& f) {
-    hold.event("completion",
-               JsonObject{}.str("code", f.error.code).str("outcome", "error").num("status", f.error.status).done());
-    hold.release();
-    return failure_response(ex, f);
   }
 
   static std::string route_event(const Target& t, std::size_t ti, int attempt, const UpstreamFailure& last) {
@@ -878,39 +714,273 @@ class GatewayImpl final : public Gateway {
     }
   }
 
-  // A 429 always carries Retry-After (DESIGN.md), the upstream's or 1 s.
-  static http::Response failure_response(http::Exchange& ex, const UpstreamFailure& f) {
-    auto res = ex.error(f.error);
-    if (f.error.status == 429) {
-      const auto secs = std::max<std::int64_t>(
-          1, std::chrono::duration_cast<std::chrono::seconds>(f.retry_after + std::chrono::milliseconds(999)).count());
-      res.set(http::bhttp::field::retry_after, std::to_string(secs));
+  // ================================================================ the chat service
+  // (include/alou/gateway/chat.hpp): plan -> usage policy -> hold ->
+  // attempts -> answer -> settle -> audit, for every caller.
+
+  ChatService& chat_service() override { return *this; }
+
+  // What every call has once it may start its first attempt.
+  struct Prepared {
+    std::string model;
+    std::vector<const Target*> targets;
+    std::unique_ptr<Hold> hold;
+  };
+
+  net::awaitable<ChatResult<Prepared>> prepare(ChatCall& call, bool stream, std::int64_t max_output) {
+    if (!call.principal) co_return ChatFailure{Error::unauthorized("no credentials", "invalid_api_key"), {}};
+    const auto m = call.body.find("model");
+    if (m == call.body.end() || !m->is_string()) {
+      co_return ChatFailure{Error::bad_request("you must provide a model parameter", "missing_model"), {}};
     }
-    return res;
+    Prepared p;
+    p.model = m->get<std::string>();
+    auto targets = targets_for(*call.principal, p.model);
+    if (!targets) co_return ChatFailure{targets.error(), {}};
+    p.targets = std::move(*targets);
+    // The caller's usage policy (rate limits, concurrency, budget and
+    // balance: 429 or 402) and the hold, then the request's audit trail.
+    auto a = co_await policy_->admit(hold_request(call, p.model, p.targets, max_output));
+    for (auto& h : a.headers) call.limit_headers.push_back(std::move(h));
+    if (a.error) co_return ChatFailure{*a.error, std::chrono::seconds(a.retry_after_s)};
+    p.hold = std::move(a.hold);
+    p.hold->event("request", JsonObject{}
+                                 .str("endpoint", call.endpoint)
+                                 .num("hold_nanos", p.hold->amount_nanos())
+                                 .str("model", p.model)
+                                 .str("principal", std::string_view(call.principal->id))
+                                 .boolean("stream", stream)
+                                 .done());
+    co_return p;
   }
 
-  net::awaitable<http::Response> chat_streamed(http::Exchange& ex, json& body, const std::string& model,
-                                               const std::vector<const Target*>& targets, Hold& hold,
-                                               bool anthropic_events = false, IdempotencyClaim* claim = nullptr) {
-    // Usage is always asked of the upstream (billing needs it); the client
-    // gets the usage chunk only if it asked for it.
-    bool client_wants_usage = false;
-    if (body.contains("stream_options") && body["stream_options"].is_object() &&
-        body["stream_options"].contains("include_usage")) {
-      client_wants_usage = body["stream_options"]["include_usage"].get<bool>();  // validated in chat()
+  // Nothing was delivered: the hold is released, nothing is charged.
+  static ChatFailure failed(Hold& hold, const UpstreamFailure& f) {
+    hold.event("completion",
+               JsonObject{}.str("code", f.error.code).str("outcome", "error").num("status", f.error.status).done());
+    hold.release();
+    return ChatFailure{f.error, f.retry_after};
+  }
+
+  // (Not coroutines themselves: one coroutine frame less per call.)
+  net::awaitable<ChatResult<ChatAnswer>> complete(ChatCall& call) override { return buffered(call, &Provider::chat); }
+  net::awaitable<ChatResult<ChatAnswer>> embed(ChatCall& call) override {
+    return buffered(call, &Provider::embeddings);
+  }
+
+  using Call = net::awaitable<UpResult<std::string>> (Provider::*)(const json&);
+
+  // One buffered call with retries and fallbacks (chat or embeddings). The
+  // caller's text (call.raw) is forwarded as is to a target whose upstream
+  // model is the requested one (renamed for the others, with the output cap
+  // spliced in when the hold sets one).
+  net::awaitable<ChatResult<ChatAnswer>> buffered(ChatCall& call, Call fn) {
+    const bool is_chat = fn == &Provider::chat;
+    auto prep = co_await prepare(call, false, is_chat ? 0 : 1);
+    if (!prep) co_return prep.error();
+    const std::string& model = prep->model;
+    const DurationTimer timer{duration(model)};
+    Hold& hold = *prep->hold;
+    json& body = call.body;
+    std::optional<RawBody> raw;
+    if (is_chat && !call.raw.empty()) raw = forwardable(call.raw, model);
+    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
+    const auto cap = is_chat ? hold.output_cap() : 0;
+    const auto& targets = prep->targets;
+    for (std::size_t ti = 0; ti < targets.size(); ++ti) {
+      const Target& t = *targets[ti];
+      body["model"] = t.model;
+      if (cap > 0) apply_cap(body, t, cap);
+      for (int attempt = 0; attempt < kTriesPerTarget; ++attempt) {
+        if (attempt > 0) {
+          retries(t.provider->name()).inc();
+          co_await backoff(attempt - 1, last.retry_after);
+        }
+        hold.event("route", route_event(t, ti, attempt, last));
+        const auto started = std::chrono::steady_clock::now();
+        std::optional<UpResult<std::string>> sent;
+        if (raw && t.model == model && cap == 0) {
+          sent.emplace(co_await t.provider->chat_raw(body, raw->text));
+        } else if (raw) {
+          std::string text = t.model == model ? std::string(raw->text) : renamed(*raw, t.model);
+          if (cap > 0) text = with_cap(text, t, cap);
+          sent.emplace(co_await t.provider->chat_raw(body, text));
+        } else {
+          sent.emplace(co_await (t.provider->*fn)(body));
+        }
+        auto r = std::move(*sent);
+        if (!r && co_await client_gone()) {
+          // The caller left (its cancellation ended the call): not the
+          // route's fault, so no breaker count, no retry; nothing charged.
+          co_return failed(hold, r.error());
+        }
+        observe_latency(t, started);
+        if (r) {
+          note(t, nullptr);
+        } else {
+          const UpstreamFailure f = r.error();
+          note(t, &f);
+        }
+        if (r) {
+          outcome(model, t.provider->name(), "ok").inc();
+          // Only the usage object is parsed, not the (possibly long) reply.
+          std::optional<Usage> usage;
+          if (const auto at = usage_object_at(*r); at != std::string_view::npos) {
+            if (const auto end = object_end(*r, at); end != std::string_view::npos) {
+              const auto u = json::parse(std::string_view(*r).substr(at, end - at), nullptr, false);
+              if (u.is_object()) {
+                record_usage(model, u);
+                usage = usage_of(u);
+              }
+            }
+          }
+          if (!usage) usage = Usage{prompt_estimate(call), tokens_of_chars(delta_chars(*r)), 0, true};
+          hold.event("completion", JsonObject{}.str("outcome", "ok").str("provider", t.provider->name()).done());
+          hold.priced_as(*t.served);
+          // Delivered only once the charge is durable.
+          auto charged = co_await hold.settle(*usage, t.provider->name());
+          if (!charged) co_return ChatFailure{charged.error(), {}};
+          co_return ChatAnswer{std::move(*r), *usage, *charged, t.provider->name(), *t.served};
+        }
+        last = r.error();
+        outcome(model, t.provider->name(), "error").inc();
+        errors(t.provider->name(), last.error.code).inc();
+        spdlog::warn("[{}] {} via {}: {} ({})", call.request_id, model, t.provider->name(), last.error.message,
+                     last.retryable ? "retryable" : "final");
+        if (!last.retryable) break;
+      }
+      if (!last.retryable) break;
+      if (ti + 1 < targets.size()) fallbacks(model).inc();
     }
+    co_return failed(hold, last);
+  }
+
+  // The prompt estimate of a charge whose usage never came (bytes / 4).
+  static std::int64_t prompt_estimate(const ChatCall& call) {
+    return tokens_of_chars(!call.request_text.empty() ? call.request_text.size() : call.raw.size());
+  }
+
+  // A committed stream (ChatAnswerStream): settled once however it ends,
+  // and its outcome recorded.
+  class Committed final : public ChatAnswerStream {
+   public:
+    // `first`: the chunk that committed it (nullopt: the upstream's stream
+    // was empty).
+    Committed(GatewayImpl& g, Prepared prep, std::unique_ptr<ChatStream> upstream, std::optional<std::string> first,
+              const Target& used, std::int64_t prompt_estimate, std::unique_ptr<DurationTimer> timer)
+        : g_(g),
+          model_(std::move(prep.model)),
+          hold_(std::move(prep.hold)),
+          upstream_(std::move(upstream)),
+          first_(std::move(first)),
+          ended_(!first_),
+          provider_(used.provider->name()),
+          served_(*used.served),
+          prompt_estimate_(prompt_estimate),
+          timer_(std::move(timer)) {}
+    Committed(const Committed&) = delete;
+    Committed& operator=(const Committed&) = delete;
+
+    ~Committed() override {
+      const char* o = failed_ ? "error" : (delivered_ ? "ok" : "cancelled");
+      g_.outcome(model_, provider_, o).inc();
+      hold_->event("completion", JsonObject{}.str("outcome", o).str("provider", provider_).done());
+      // Abandoned (the consumer left): what was produced, in the background.
+      if (!settled_) hold_->settle_detached(usage(), provider_);
+    }
+
+    const std::string& provider() const override { return provider_; }
+    const std::string& model() const override { return served_; }
+
+    net::awaitable<ChatResult<std::optional<StreamChunk>>> next() override {
+      StreamChunk c;
+      if (ended_) co_return std::optional<StreamChunk>();
+      if (first_) {
+        c.json = std::move(*first_);
+        first_.reset();
+      } else {
+        auto n = co_await upstream_->next();
+        if (!n) {
+          failed_ = true;
+          g_.errors(provider_, n.error().error.code).inc();
+          // What was streamed is charged (the upstream's usage if it came).
+          settled_ = true;
+          co_await hold_->settle(usage(), provider_);
+          co_return ChatFailure{n.error().error, n.error().retry_after};
+        }
+        if (!*n) {
+          ended_ = true;
+          co_return std::optional<StreamChunk>();
+        }
+        c.json = std::move(**n);
+      }
+      // Chunks say "usage":null until the last one: parse only that one.
+      if (usage_object_at(c.json) != std::string_view::npos) {
+        const auto j = json::parse(c.json, nullptr, false);
+        if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
+          g_.record_usage(model_, j["usage"]);
+          usage_ = usage_of(j["usage"]);
+          c.usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
+        }
+      }
+      if (!usage_) chars_ += delta_chars(c.json);
+      co_return std::optional<StreamChunk>(std::move(c));
+    }
+
+    net::awaitable<Result<std::int64_t>> finish() override {
+      settled_ = true;
+      auto r = co_await hold_->settle(usage(), provider_);
+      if (!r) failed_ = true;
+      co_return r;
+    }
+
+    void delivered() override { delivered_ = !failed_; }
+
+    Usage usage() const override {
+      if (usage_) return *usage_;
+      return Usage{prompt_estimate_, tokens_of_chars(chars_), 0, true};
+    }
+
+   private:
+    GatewayImpl& g_;
+    std::string model_;
+    std::unique_ptr<Hold> hold_;
+    std::unique_ptr<ChatStream> upstream_;
+    std::optional<std::string> first_;
+    bool ended_;
+    std::string provider_;
+    std::string served_;
+    std::int64_t prompt_estimate_;
+    std::optional<Usage> usage_;
+    std::size_t chars_ = 0;
+    bool settled_ = false;
+    bool failed_ = false;
+    bool delivered_ = false;
+    std::unique_ptr<DurationTimer> timer_;  // observed when the stream ends
+  };
+
+  net::awaitable<ChatResult<std::unique_ptr<ChatAnswerStream>>> stream(ChatCall& call) override {
+    auto prep = co_await prepare(call, true, 0);
+    if (!prep) co_return prep.error();
+    const std::string& model = prep->model;
+    auto timer = std::make_unique<DurationTimer>(duration(model));
+    Hold& hold = *prep->hold;
+    json& body = call.body;
+    // Usage is always asked of the upstream (billing needs it).
     body["stream"] = true;
     body["stream_options"] = {{"include_usage", true}};
-
     UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     std::unique_ptr<ChatStream> upstream;
     std::optional<std::string> first;
     const Target* used = nullptr;
+    const auto cap = hold.output_cap();
+    const auto& targets = prep->targets;
     // Fallbacks and retries happen only until the first chunk: after that
-    // the client has bytes and the answer is committed.
+    // the caller has bytes and the answer is committed.
     for (std::size_t ti = 0; ti < targets.size() && !used; ++ti) {
       const Target& t = *targets[ti];
       body["model"] = t.model;
+      if (cap > 0) apply_cap(body, t, cap);
       for (int attempt = 0; attempt < kTriesPerTarget && !used; ++attempt) {
         if (attempt > 0) {
           retries(t.provider->name()).inc();
@@ -919,10 +989,10 @@ class GatewayImpl final : public Gateway {
         hold.event("route", route_event(t, ti, attempt, last));
         const auto started = std::chrono::steady_clock::now();
         auto s = co_await t.provider->chat_stream(body);
-        if (!s && co_await client_gone()) co_return failed(ex, hold, s.error());
+        if (!s && co_await client_gone()) co_return failed(hold, s.error());
         if (s) {
           auto f = co_await (*s)->next();
-          if (!f && co_await client_gone()) co_return failed(ex, hold, f.error());
+          if (!f && co_await client_gone()) co_return failed(hold, f.error());
           observe_latency(t, started);
           if (f) {
             note(t, nullptr);
@@ -943,66 +1013,126 @@ class GatewayImpl final : public Gateway {
         }
         outcome(model, t.provider->name(), "error").inc();
         errors(t.provider->name(), last.error.code).inc();
-        spdlog::warn("[{}] {} via {}: {} ({})", ex.request_id, model, t.provider->name(), last.error.message,
+        spdlog::warn("[{}] {} via {}: {} ({})", call.request_id, model, t.provider->name(), last.error.message,
                      last.retryable ? "retryable" : "final");
         if (!last.retryable) break;
       }
       if (!used && !last.retryable) break;
-      if (!used && ti + 1 < targets.size()) {
-        fallbacks(model).inc();
-      }
+      if (!used && ti + 1 < targets.size()) fallbacks(model).inc();
     }
-    if (!used) {
+    if (!used) co_return failed(hold, last);
+    hold.priced_as(*used->served);
+    const auto estimate = prompt_estimate(call);
+    co_return std::unique_ptr<ChatAnswerStream>(
+        new Committed(*this, std::move(*prep), std::move(upstream), std::move(first), *used, estimate, std::move(timer)));
+  }
+
+  // ================================================================ HTTP adapters
+
+  // The call's rate-limit headers on the answer, and the answer to a failure.
+  static http::Response failure_response(http::Exchange& ex, const ChatFailure& f) {
+    auto res = ex.error(f.error);
+    if (f.error.status == 429) {
+      const auto secs = std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::seconds>(f.retry_after + std::chrono::milliseconds(999)).count());
+      res.set(http::bhttp::field::retry_after, std::to_string(secs));
+    }
+    return res;
+  }
+  static void take_headers(http::Exchange& ex, ChatCall& call) {
+    for (auto& h : call.limit_headers) ex.response_headers.push_back(std::move(h));
+    call.limit_headers.clear();
+  }
+  static ChatCall call_of(const http::Exchange& ex, json body, std::string_view raw) {
+    ChatCall c;
+    c.principal = ex.principal ? &*ex.principal : nullptr;
+    c.request_id = ex.request_id;
+    c.endpoint = std::string(ex.path());
+    c.body = std::move(body);
+    c.raw = raw;
+    c.request_text = ex.request().body();
+    return c;
+  }
+
+  // A buffered answer (or its failure) to the client, through its
+  // Idempotency-Key claim if it has one.
+  static net::awaitable<http::Response> answer(http::Exchange& ex, ChatCall& call, ChatResult<ChatAnswer> a,
+                                               IdempotencyClaim* claim) {
+    take_headers(ex, call);
+    if (!a) {
+      // Nothing was charged: the key is free for a retry.
       if (claim) co_await claim->abandon();
-      co_return failed(ex, hold, last);
+      co_return failure_response(ex, a.error());
+    }
+    // Kept before it is sent: a replay that follows finds it.
+    if (claim) co_await claim->complete(200, "application/json", a->body);
+    co_return ex.json(http::Status::ok, std::move(a->body));
+  }
+
+  // POST /v1/chat/completions.
+  net::awaitable<http::Response> http_chat(http::Exchange& ex) {
+    auto body = json::parse(ex.request().body(), nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    if (!body.contains("model") || !body["model"].is_string()) {
+      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
+    }
+    if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
+      co_return ex.error(Error::bad_request("messages must be a non-empty array", "invalid_messages"));
+    }
+    if (body.contains("stream") && !body["stream"].is_boolean() && !body["stream"].is_null()) {
+      co_return ex.error(Error::bad_request("stream must be a boolean", "invalid_stream"));
+    }
+    bool wants_usage = false;
+    if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+      const auto& so = body["stream_options"];
+      if (!so.is_object() || (so.contains("include_usage") && !so["include_usage"].is_boolean())) {
+        co_return ex.error(Error::bad_request("stream_options.include_usage must be a boolean", "invalid_stream_options"));
+      }
+      wants_usage = so.contains("include_usage") && so["include_usage"].get<bool>();
+    }
+    const bool streamed = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
+    ChatCall call = call_of(ex, std::move(body), ex.request().body());
+    if (!streamed) co_return co_await answer(ex, call, co_await complete(call), claim.get());
+    auto s = co_await stream(call);
+    take_headers(ex, call);
+    if (!s) {
+      if (claim) co_await claim->abandon();
+      co_return failure_response(ex, s.error());
     }
     // From here the stream is charged (in full, or what it produced if it
     // is cut), so its Idempotency-Key keeps what it sent.
     if (claim) claim->commit();
-    StreamBill bill{hold, used->provider->name(), tokens_of_chars(ex.request().body().size()), std::nullopt};
+    co_return co_await relay_openai(ex, **s, wants_usage, claim.get());
+  }
 
-    // Recorded however the stream ends, including when the client goes away
-    // and this coroutine is cancelled mid-await.
-    struct Record {
-      GatewayImpl& g;
-      const std::string& model;
-      const std::string& provider;
-      bool failed = false;
-      bool completed = false;
-      Hold& hold;
-      ~Record() {
-        const char* o = failed ? "error" : (completed ? "ok" : "cancelled");
-        g.outcome(model, provider, o).inc();
-        hold.event("completion", JsonObject{}.str("outcome", o).str("provider", provider).done());
-      }
-    } rec{*this, model, used->provider->name(), false, false, hold};
-    // One upstream chunk: its usage is noted and billed; the SSE frame to
-    // send, or nothing (a usage-only chunk the client did not ask for).
-    auto frame_of = [&](const std::string& chunk) -> std::optional<std::string> {
-      bool forward = true;
-      // Chunks say "usage":null until the last one: parse only that one.
-      if (usage_object_at(chunk) != std::string_view::npos) {
-        auto j = json::parse(chunk, nullptr, false);
-        if (j.is_object() && j.contains("usage") && j["usage"].is_object()) {
-          record_usage(model, j["usage"]);
-          bill.usage = usage_of(j["usage"]);
-          const bool usage_only = !j.contains("choices") || (j["choices"].is_array() && j["choices"].empty());
-          if (!client_wants_usage && usage_only) forward = false;
-        }
-      }
-      if (!bill.usage) bill.see(chunk);
-      if (!forward) return std::nullopt;
+  static std::string openai_error_frame(const Error& e) {
+    const json err = {{"error", {{"message", e.message}, {"type", "server_error"}, {"param", nullptr}, {"code", e.code}}}};
+    return "data: " + err.dump() + "\n\n";
+  }
+
+  // A committed stream as OpenAI chunks. The first chunk goes out in the
+  // same write as the response head (one packet, one wake-up of the
+  // client, sooner).
+  net::awaitable<http::Response> relay_openai(http::Exchange& ex, ChatAnswerStream& s, bool wants_usage,
+                                              IdempotencyClaim* claim) {
+    const auto frame_of = [wants_usage](const StreamChunk& c) -> std::optional<std::string> {
+      if (c.usage_only && !wants_usage) return std::nullopt;
       std::string frame;
-      frame.reserve(chunk.size() + 8);
-      frame.append("data: ").append(chunk).append("\n\n");
+      frame.reserve(c.json.size() + 8);
+      frame.append("data: ").append(c.json).append("\n\n");
       return frame;
     };
-    // The first chunk is already here: it goes out in the same write as the
-    // response head (one packet, one wake-up of the client, sooner).
     http::SseOptions opts;
-    const bool first_with_head = !anthropic_events;
-    if (first_with_head) {
-      if (auto f = frame_of(*first)) {
+    auto first = co_await s.next();  // the chunk that committed it: already here
+    const bool ended = first && !*first;  // an empty stream
+    if (first && *first) {
+      if (auto f = frame_of(**first)) {
         if (claim) claim->tape(*f);
         opts.first = std::move(*f);
       }
@@ -1011,42 +1141,23 @@ class GatewayImpl final : public Gateway {
       std::optional<TapWriter> tap;
       if (claim) tap.emplace(client, *claim);
       http::SseWriter& w = tap ? static_cast<http::SseWriter&>(*tap) : client;
-      std::optional<std::string> chunk = std::move(first);
-      bool handled = first_with_head;  // the first chunk went with the head
-      while (chunk) {
-        if (!std::exchange(handled, false)) {
-          std::optional<std::string> frame;
-          frame = frame_of(*chunk);
-          if (frame && !co_await w.send_raw(*frame)) co_return;
-        }
-        auto n = co_await upstream->next();
+      if (!first) {
+        co_await w.send_raw(openai_error_frame(first.error().error));
+        co_return;
+      }
+      while (!ended) {
+        auto n = co_await s.next();
         if (!n) {
-          rec.failed = true;
-          errors(used->provider->name(), n.error().error.code).inc();
-          // What was streamed is charged (the upstream's usage if it came).
-          co_await bill.settle();
-          const json err = {{"error",
-                             {{"message", n.error().error.message},
-                              {"type", "server_error"},
-                              {"param", nullptr},
-                              {"code", n.error().error.code}}}};
-          std::string frame = "data: " + err.dump() + "\n\n";
-          co_await w.send_raw(frame);
+          co_await w.send_raw(openai_error_frame(n.error().error));
           co_return;
         }
-        chunk = std::move(*n);
+        if (!*n) break;
+        if (auto frame = frame_of(**n); frame && !co_await w.send_raw(*frame)) co_return;
       }
       // The final event goes out only once the charge is durable.
-      auto charged = co_await bill.settle();
+      auto charged = co_await s.finish();
       if (!charged) {
-        rec.failed = true;
-        const json err = {{"error",
-                           {{"message", charged.error().message},
-                            {"type", "server_error"},
-                            {"param", nullptr},
-                            {"code", charged.error().code}}}};
-        std::string frame = "data: " + err.dump() + "\n\n";
-        co_await w.send_raw(frame);
+        co_await w.send_raw(openai_error_frame(charged.error()));
         co_return;
       }
       std::string done = "data: [DONE]\n\n";
@@ -1054,93 +1165,137 @@ class GatewayImpl final : public Gateway {
         claim->tape(done);
         co_await claim->complete_tape();
       }
-      rec.completed = co_await w.send_raw(done);
+      if (co_await w.send_raw(done)) s.delivered();
     };
-    // The same stream as Anthropic events (POST /v1/messages).
-    auto anthropic_producer = [&](http::SseWriter& client) -> net::awaitable<void> {
+    opts.shutdown_event = openai_error_frame(Error{503, "server_shutdown", "the gateway is shutting down"});
+    co_await ex.stream_sse(producer, std::move(opts));
+    co_return http::Exchange::streamed();
+  }
+
+  // POST /v1/messages: Anthropic Messages, translated to the canonical
+  // OpenAI request and served exactly like chat (the anthropic-version
+  // header is accepted and ignored).
+  net::awaitable<http::Response> http_messages(http::Exchange& ex) {
+    const auto in = json::parse(ex.request().body(), nullptr, false);
+    if (in.is_discarded() || !in.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    auto body = anthropic::to_openai_request(in);
+    if (!body) co_return ex.error(body.error());
+    const std::string model = (*body)["model"].get<std::string>();
+    const bool streamed = (*body)["stream"].get<bool>();
+    body->erase("stream");
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
+    ChatCall call = call_of(ex, std::move(*body), {});
+    if (!streamed) {
+      auto a = co_await complete(call);
+      if (a) a->body = anthropic::to_anthropic_message(a->body, model);
+      co_return co_await answer(ex, call, std::move(a), claim.get());
+    }
+    auto s = co_await stream(call);
+    take_headers(ex, call);
+    if (!s) {
+      if (claim) co_await claim->abandon();
+      co_return failure_response(ex, s.error());
+    }
+    if (claim) claim->commit();
+    co_return co_await relay_anthropic(ex, **s, model, claim.get());
+  }
+
+  static http::SseEvent anthropic_error_event(const Error& e, std::string& text) {
+    const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", e.message}}}};
+    text = err.dump();
+    return http::SseEvent{.event = "error", .data = text, .id = {}};
+  }
+
+  // A committed stream as Anthropic's events.
+  net::awaitable<http::Response> relay_anthropic(http::Exchange& ex, ChatAnswerStream& s, const std::string& model,
+                                                 IdempotencyClaim* claim) {
+    auto producer = [&](http::SseWriter& client) -> net::awaitable<void> {
       std::optional<TapWriter> tap;
       if (claim) tap.emplace(client, *claim);
       http::SseWriter& w = tap ? static_cast<http::SseWriter&>(*tap) : client;
       anthropic::StreamRelay relay(model);
       anthropic::StreamRelay::Events events;
-      std::optional<std::string> chunk = std::move(first);
-      while (chunk) {
-        const auto j = json::parse(*chunk, nullptr, false);
-        if (j.is_object()) {
-          if (j.contains("usage") && j["usage"].is_object()) {
-            record_usage(model, j["usage"]);
-            bill.usage = usage_of(j["usage"]);
-          }
-          relay.on_chunk(j, events);
+      std::string text;
+      for (;;) {
+        auto n = co_await s.next();
+        if (!n) {
+          co_await w.send(anthropic_error_event(n.error().error, text));
+          co_return;
         }
-        if (!bill.usage) bill.see(*chunk);
+        if (!*n) break;
+        const auto j = json::parse((*n)->json, nullptr, false);
+        if (j.is_object()) relay.on_chunk(j, events);
         for (const auto& [name, data] : events) {
-          const std::string text = data.dump();
+          text = data.dump();
           if (!co_await w.send(http::SseEvent{.event = name, .data = text, .id = {}})) co_return;
         }
         events.clear();
-        auto n = co_await upstream->next();
-        if (!n) {
-          rec.failed = true;
-          errors(used->provider->name(), n.error().error.code).inc();
-          co_await bill.settle();
-          const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", n.error().error.message}}}};
-          const std::string text = err.dump();
-          co_await w.send(http::SseEvent{.event = "error", .data = text, .id = {}});
-          co_return;
-        }
-        chunk = std::move(*n);
       }
-      auto charged = co_await bill.settle();
+      auto charged = co_await s.finish();
       if (!charged) {
-        rec.failed = true;
-        const json err = {{"type", "error"}, {"error", {{"type", "api_error"}, {"message", charged.error().message}}}};
-        const std::string text = err.dump();
-        co_await w.send(http::SseEvent{.event = "error", .data = text, .id = {}});
+        co_await w.send(anthropic_error_event(charged.error(), text));
         co_return;
       }
       relay.finish(events);
       if (claim) {
         for (const auto& [name, data] : events) {
-          const std::string text = data.dump();
+          text = data.dump();
           claim->tape(http::encode_sse(http::SseEvent{.event = name, .data = text, .id = {}}));
         }
         co_await claim->complete_tape();
       }
       bool ok = true;
       for (const auto& [name, data] : events) {
-        const std::string text = data.dump();
+        text = data.dump();
         ok = co_await w.send(http::SseEvent{.event = name, .data = text, .id = {}});
         if (!ok) break;
       }
-      rec.completed = ok;
+      if (ok) s.delivered();
     };
-    if (anthropic_events) {
-      const json anthropic_err = {{"type", "error"},
-                                  {"error", {{"type", "api_error"}, {"message", "the gateway is shutting down"}}}};
-      http::SseOptions aopts;
-      aopts.shutdown_event = "event: error\ndata: " + anthropic_err.dump() + "\n\n";
-      co_await ex.stream_sse(anthropic_producer, std::move(aopts));
-      co_return http::Exchange::streamed();
-    }
-    const json shutdown_err = {{"error",
-                                {{"message", "the gateway is shutting down"},
-                                 {"type", "server_error"},
-                                 {"param", nullptr},
-                                 {"code", "server_shutdown"}}}};
-    opts.shutdown_event = "data: " + shutdown_err.dump() + "\n\n";
+    std::string text;
+    const auto ev = anthropic_error_event(Error{503, "server_shutdown", "the gateway is shutting down"}, text);
+    http::SseOptions opts;
+    opts.shutdown_event = http::encode_sse(ev);
     co_await ex.stream_sse(producer, std::move(opts));
     co_return http::Exchange::streamed();
   }
 
+  // POST /v1/embeddings: routed like chat (same models, keys, retries,
+  // fallbacks and breakers).
+  net::awaitable<http::Response> http_embeddings(http::Exchange& ex) {
+    auto body = json::parse(ex.request().body(), nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      co_return ex.error(Error::bad_request("the request body is not a JSON object", "invalid_json"));
+    }
+    if (!body.contains("model") || !body["model"].is_string()) {
+      co_return ex.error(Error::bad_request("you must provide a model parameter", "missing_model"));
+    }
+    const auto input = body.find("input");
+    if (input == body.end() || !(input->is_string() || (input->is_array() && !input->empty()))) {
+      co_return ex.error(Error::bad_request("input must be a string or a non-empty array", "invalid_input"));
+    }
+    std::shared_ptr<IdempotencyClaim> claim;
+    std::optional<http::Response> early;
+    if (!ex.request()["Idempotency-Key"].empty()) early = co_await claim_idempotency_key(ex, claim);
+    if (early) co_return std::move(*early);
+    ChatCall call = call_of(ex, std::move(body), {});
+    co_return co_await answer(ex, call, co_await embed(call), claim.get());
+  }
+
   metrics::Registry& metrics_;
-  FreeMeter free_meter_;
-  Meter* meter_;
+  FreePolicy free_policy_;
+  UsagePolicy* policy_;
   std::optional<Idempotency> idempotency_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, metrics::Counter*> counters_;
   std::unordered_map<std::string, metrics::Histogram*> durations_;
   std::shared_ptr<http::Client> client_;
+  std::unordered_map<std::string, std::string> cap_fields_;  // provider -> its output cap field
   std::unordered_map<std::string, std::unique_ptr<Provider>> providers_;
   mutable std::mutex state_mu_;  // guards states_' enabled and reason
   std::vector<ProviderState> states_;
@@ -1155,11 +1310,11 @@ class GatewayImpl final : public Gateway {
 }  // namespace
 
 Result<std::unique_ptr<Gateway>> Gateway::create(const Settings& settings, net::any_io_executor ex,
-                                                 metrics::Registry& metrics, Meter* meter,
+                                                 metrics::Registry& metrics, UsagePolicy* policy,
                                                  const std::map<std::string, std::string>& stored_keys,
                                                  storage::Kv* kv) {
   if (sodium_init() < 0) return Error::internal("libsodium failed to initialise");
-  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, meter, stored_keys, kv));
+  return std::unique_ptr<Gateway>(new GatewayImpl(settings, std::move(ex), metrics, policy, stored_keys, kv));
 }
 
 }  // namespace alou::gateway

@@ -85,7 +85,7 @@ class MockProvider final : public Provider {
   net::awaitable<UpResult<std::string>> chat(const nlohmann::json& body) override {
     auto req = wire::parse_openai_chat(body.dump());
     if (!req) co_return UpstreamFailure{req.error()};
-    const mock::Reply reply = mock::respond(req->messages);
+    const mock::Reply reply = mock::respond(req->messages, req->max_tokens);
     if (reply.fail_status) co_return fail(*reply.fail_status);
     co_await sleep_ms(reply.slow_ms);
     if (reply.cut_after) {
@@ -105,7 +105,7 @@ class MockProvider final : public Provider {
     auto req = wire::parse_openai_chat(body.dump());
     if (!req) co_return UpstreamFailure{req.error()};
     req->stream = true;
-    const mock::Reply reply = mock::respond(req->messages);
+    const mock::Reply reply = mock::respond(req->messages, req->max_tokens);
     if (reply.fail_status) co_return fail(*reply.fail_status);
     std::unique_ptr<ChatStream> s =
         std::make_unique<MockStream>(wire::openai_stream(*req, reply, next_ids()), reply.slow_ms, reply.cut_after);

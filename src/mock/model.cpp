@@ -178,7 +178,33 @@ Directive parse_directive(std::string_view text) {
   return d;
 }
 
-Reply respond(const std::vector<Message>& messages) {
+namespace {
+
+// The first `chars` code points of `text`.
+std::string first_chars(const std::string& text, std::int64_t chars) {
+  std::int64_t seen = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80 && seen++ == chars) return text.substr(0, i);
+  }
+  return text;
+}
+
+Reply decide(const std::vector<Message>& messages);
+
+}  // namespace
+
+Reply respond(const std::vector<Message>& messages, std::int64_t max_tokens) {
+  Reply r = decide(messages);
+  if (max_tokens > 0 && !r.tool_call && !r.fail_status && r.completion_tokens > max_tokens) {
+    set_text(r, first_chars(r.text, max_tokens * 4));
+    r.truncated = true;
+  }
+  return r;
+}
+
+namespace {
+
+Reply decide(const std::vector<Message>& messages) {
   Reply r;
   std::int64_t prompt_chars = 0;
   for (const auto& m : messages) prompt_chars += count_chars(m.content);
@@ -232,5 +258,7 @@ Reply respond(const std::vector<Message>& messages) {
     }
   }
 }
+
+}  // namespace
 
 }  // namespace alou::mock

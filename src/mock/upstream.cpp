@@ -138,7 +138,7 @@ net::awaitable<http::Response> deliver(http::Exchange& ex, const Reply& reply, c
 net::awaitable<http::Response> openai_chat(http::Exchange& ex) {
   auto req = wire::parse_openai_chat(ex.request().body());
   if (!req) co_return ex.error(req.error());
-  const Reply reply = respond(req->messages);
+  const Reply reply = respond(req->messages, req->max_tokens);
   const wire::Ids ids = next_ids(Api::kOpenAi);
   Answer answer{.api = Api::kOpenAi, .sse = req->stream, .body = {}, .events = {}};
   if (req->stream) {
@@ -152,7 +152,7 @@ net::awaitable<http::Response> openai_chat(http::Exchange& ex) {
 net::awaitable<http::Response> anthropic_messages(http::Exchange& ex) {
   auto req = wire::parse_anthropic(ex.request().body());
   if (!req) co_return ex.error(req.error());
-  const Reply reply = respond(req->messages);
+  const Reply reply = respond(req->messages, req->max_tokens);
   const wire::Ids ids = next_ids(Api::kAnthropic);
   Answer answer{.api = Api::kAnthropic, .sse = req->stream, .body = {}, .events = {}};
   if (req->stream) {
@@ -183,7 +183,7 @@ net::awaitable<http::Response> gemini(http::Exchange& ex) {
   }
   auto req = wire::parse_gemini(ex.request().body(), model);
   if (!req) co_return error_response(ex, Api::kGemini, req.error());
-  const Reply reply = respond(req->messages);
+  const Reply reply = respond(req->messages, req->max_tokens);
   const wire::Ids ids = next_ids(Api::kGemini);
   Answer answer{.api = Api::kGemini, .sse = false, .body = {}, .events = {}};
   if (action == "generateContent") {

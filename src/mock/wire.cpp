@@ -69,6 +69,11 @@ json arguments_object(const std::string& text) {
   return j.is_object() ? j : json::object();
 }
 
+std::int64_t positive_or_zero(const json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_number_integer() ? std::max<std::int64_t>(0, it->get<std::int64_t>()) : 0;
+}
+
 std::string_view model_or_default(const std::string& m) { return m.empty() ? std::string_view{"mock"} : m; }
 
 // ---------------------------------------------------------------- gemini helpers
@@ -108,7 +113,7 @@ json gemini_usage(const Reply& r) {
 
 json gemini_chunk(const Request& req, const Ids& ids, json parts, const Reply* last) {
   json candidate = {{"content", {{"role", "model"}, {"parts", std::move(parts)}}}, {"index", 0}};
-  if (last) candidate["finishReason"] = "STOP";
+  if (last) candidate["finishReason"] = last->truncated ? "MAX_TOKENS" : "STOP";
   json out = {{"candidates", json::array({std::move(candidate)})}};
   if (last) out["usageMetadata"] = gemini_usage(*last);
   out["modelVersion"] = model_or_default(req.model);
@@ -189,6 +194,8 @@ Result<Request> parse_openai_chat(std::string_view body) {
   if (const auto so = j.find("stream_options"); so != j.end() && so->is_object()) {
     req.include_usage = bool_or(*so, "include_usage");
   }
+  req.max_tokens = positive_or_zero(j, "max_completion_tokens");
+  if (req.max_tokens == 0) req.max_tokens = positive_or_zero(j, "max_tokens");
   const auto msgs = j.find("messages");
   if (msgs == j.end() || !msgs->is_array()) return invalid("'messages' must be an array");
   for (const auto& m : *msgs) {
@@ -232,6 +239,7 @@ Result<Request> parse_anthropic(std::string_view body) {
   Request req;
   req.model = string_or(j, "model", "mock");
   req.stream = bool_or(j, "stream");
+  req.max_tokens = positive_or_zero(j, "max_tokens");
   if (const auto sys = j.find("system"); sys != j.end()) {
     const auto text = text_of(*sys);
     if (!text) return invalid("'system' must be a string or an array of text blocks");
@@ -281,6 +289,9 @@ Result<Request> parse_gemini(std::string_view body, std::string_view model) {
   if (auto e = parse_object(body, j)) return *e;
   Request req;
   req.model = std::string(model);
+  if (const auto gc = j.find("generationConfig"); gc != j.end() && gc->is_object()) {
+    req.max_tokens = positive_or_zero(*gc, "maxOutputTokens");
+  }
   auto sys = j.find("systemInstruction");
   if (sys == j.end()) sys = j.find("system_instruction");
   if (sys != j.end() && sys->is_object()) {
@@ -341,7 +352,7 @@ std::string openai_completion(const Request& req, const Reply& reply, const Ids&
       {"choices", json::array({{{"index", 0},
                                 {"message", std::move(message)},
                                 {"logprobs", nullptr},
-                                {"finish_reason", reply.tool_call ? "tool_calls" : "stop"}}})},
+                                {"finish_reason", reply.tool_call ? "tool_calls" : (reply.truncated ? "length" : "stop")}}})},
       {"usage",
        {{"prompt_tokens", reply.prompt_tokens},
         {"completion_tokens", reply.completion_tokens},
@@ -378,7 +389,7 @@ std::vector<Event> openai_stream(const Request& req, const Reply& reply, const I
   } else {
     chunk({{"role", "assistant"}, {"content", ""}}, nullptr);
     for (const auto& p : reply.pieces) chunk({{"content", p}}, nullptr);
-    chunk(json::object(), "stop");
+    chunk(json::object(), reply.truncated ? "length" : "stop");
   }
   if (req.include_usage) {
     const json c = {{"id", ids.id},
@@ -413,7 +424,7 @@ std::string anthropic_message(const Request& req, const Reply& reply, const Ids&
                      {"role", "assistant"},
                      {"model", model_or_default(req.model)},
                      {"content", json::array({std::move(block)})},
-                     {"stop_reason", reply.tool_call ? "tool_use" : "end_turn"},
+                     {"stop_reason", reply.tool_call ? "tool_use" : (reply.truncated ? "max_tokens" : "end_turn")},
                      {"stop_sequence", nullptr},
                      {"usage", {{"input_tokens", reply.prompt_tokens}, {"output_tokens", reply.completion_tokens}}}};
   return body.dump();
@@ -445,7 +456,8 @@ std::vector<Event> anthropic_stream(const Request& req, const Reply& reply, cons
   }
   add("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}});
   add("message_delta", {{"type", "message_delta"},
-                        {"delta", {{"stop_reason", reply.tool_call ? "tool_use" : "end_turn"}, {"stop_sequence", nullptr}}},
+                        {"delta", {{"stop_reason", reply.tool_call ? "tool_use" : (reply.truncated ? "max_tokens" : "end_turn")},
+                                   {"stop_sequence", nullptr}}},
                         {"usage", {{"output_tokens", reply.completion_tokens}}}});
   add("message_stop", {{"type", "message_stop"}});
   return out;

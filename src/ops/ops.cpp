@@ -86,7 +86,8 @@ void add_routes(http::Router& router, StatusSources src) {
                                {"sqlite", sqlite},
                                {"kv", kv},
                                {"providers", s->providers ? s->providers() : nlohmann::json::array()},
-                               {"mcp_servers", s->mcp_servers ? s->mcp_servers() : nlohmann::json::array()}};
+                               {"mcp_servers", s->mcp_servers ? s->mcp_servers() : nlohmann::json::array()},
+                               {"rate_limits", s->rate_limits ? s->rate_limits() : nlohmann::json::object()}};
         co_return ex.json(ok ? http::Status::ok : http::Status::service_unavailable, body.dump());
       },
       {.access = http::Access::kOwner});

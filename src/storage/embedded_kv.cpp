@@ -399,28 +399,14 @@ class EmbeddedKv final : public Kv {
     return state_->locked([&](Map& map, Dirty& dirty) -> Result<BucketResult> {
       auto now = now_ms();
       Bucket b{capacity, now};
-      if (auto* e = find_live(map, dirty, key, now); e != nullptr) {
+      const auto* e = find_live(map, dirty, key, now);
+      if (e != nullptr) {
         auto decoded = decode_bucket(e->value);
         if (!decoded) return kv_error("token bucket: key holds a value that is not a token bucket");
         b = *decoded;
-        // A clock step backwards must not mint tokens, so elapsed is >= 0.
-        auto elapsed = std::max<std::int64_t>(0, now - b.refilled_at_ms);
-        b.tokens = std::min(capacity, b.tokens + static_cast<double>(elapsed) * refill_per_s / 1000.0);
-        b.refilled_at_ms = std::max(now, b.refilled_at_ms);
       }
-      BucketResult r;
-      if (debit) {
-        b.tokens -= cost;
-        r.allowed = b.tokens > 0;
-        if (!r.allowed) r.retry_after = Ms{static_cast<std::int64_t>(std::floor(-b.tokens * 1000.0 / refill_per_s)) + 1};
-      } else if (b.tokens >= cost) {
-        b.tokens -= cost;
-        r.allowed = true;
-      } else {
-        r.retry_after = Ms{static_cast<std::int64_t>(std::ceil((cost - b.tokens) * 1000.0 / refill_per_s))};
-      }
-      r.remaining = b.tokens;
-      r.reset_after = Ms{static_cast<std::int64_t>(std::ceil((capacity - b.tokens) * 1000.0 / refill_per_s))};
+      const BucketResult r = apply_bucket(b.tokens, b.refilled_at_ms, now, e != nullptr, capacity, refill_per_s, cost,
+                                          debit);
       if (r.reset_after.count() > 0) {
         // Expire once full: a full bucket is the same as no bucket.
         map.insert_or_assign(key, Entry{encode_bucket(b), now + r.reset_after.count()});
@@ -465,6 +451,33 @@ Result<std::unique_ptr<Kv>> make_embedded_kv(asio::any_io_executor ex, Database&
   }
   asio::co_spawn(ex, flush_loop(state, std::max<std::uint32_t>(1, settings.kv_flush_ms)), asio::detached);
   return std::unique_ptr<Kv>(std::make_unique<EmbeddedKv>(std::move(state)));
+}
+
+BucketResult apply_bucket(double& tokens, std::int64_t& refilled_at_ms, std::int64_t now_ms, bool existed,
+                          double capacity, double refill_per_s, double cost, bool debit) {
+  if (!existed) {
+    tokens = capacity;
+    refilled_at_ms = now_ms;
+  } else {
+    // A clock step backwards must not mint tokens, so elapsed is >= 0.
+    const auto elapsed = std::max<std::int64_t>(0, now_ms - refilled_at_ms);
+    tokens = std::min(capacity, tokens + static_cast<double>(elapsed) * refill_per_s / 1000.0);
+    refilled_at_ms = std::max(now_ms, refilled_at_ms);
+  }
+  BucketResult r;
+  if (debit) {
+    tokens -= cost;
+    r.allowed = tokens > 0;
+    if (!r.allowed) r.retry_after = Ms{static_cast<std::int64_t>(std::floor(-tokens * 1000.0 / refill_per_s)) + 1};
+  } else if (tokens >= cost) {
+    tokens -= cost;
+    r.allowed = true;
+  } else {
+    r.retry_after = Ms{static_cast<std::int64_t>(std::ceil((cost - tokens) * 1000.0 / refill_per_s))};
+  }
+  r.remaining = tokens;
+  r.reset_after = Ms{static_cast<std::int64_t>(std::ceil((capacity - tokens) * 1000.0 / refill_per_s))};
+  return r;
 }
 
 }  // namespace alou::storage

@@ -36,10 +36,4 @@ std::shared_ptr<CredentialResolver> make_key_resolver(KeyStore& keys);
 // the route's Access: 401 missing/invalid credentials, 403 owner-only.
 std::shared_ptr<http::Filter> make_auth_filter(std::vector<std::shared_ptr<CredentialResolver>> resolvers);
 
-// Requests-per-minute token bucket per key in the KV (shared by every
-// instance on Redis): 429 with Retry-After and x-ratelimit-* headers as
-// OpenAI sends them. If the KV is unreachable the request is let through
-// (and counted in alou_ratelimit_kv_errors_total): availability first.
-std::shared_ptr<http::Filter> make_rate_limit_filter(storage::Kv& kv, metrics::Registry& metrics);
-
 }  // namespace alou::auth

@@ -1,17 +1,23 @@
 #pragma once
-// Per-key limits beyond requests per minute: tokens per minute (TPM) and
-// requests in flight (max concurrency), both kept in the KV so that every
-// instance sharing Redis enforces one limit.
+// The usage policy: every per-key limit of a caller, checked in one place
+// (DESIGN.md: plan -> usage policy -> hold -> attempts -> settle).
 //
-// TPM is a token bucket of `tpm` tokens refilled at tpm/60 per second. The
-// cost of a request is only known once it is done, so the filter refuses a
-// request only when the bucket is empty (<= 0), and the request's actual
-// tokens (prompt + completion) are debited after its settlement, which may
-// take the bucket below zero: the debt is paid back by the refill before
-// the next request passes.
-//
-// If the KV does not answer, requests are let through (and counted in
-// alou_ratelimit_kv_errors_total): availability first, as for RPM.
+// - RPM: a token bucket of `rpm` requests refilled at rpm/60 per second;
+//   429 `rate_limit_exceeded` with Retry-After.
+// - TPM: a token bucket of `tpm` tokens refilled at tpm/60 per second. The
+//   cost of a model call is only known once it is done, so a call is
+//   refused (429 `tokens_rate_limit_exceeded`) only while the bucket is
+//   empty (<= 0), and its actual tokens (prompt + completion) are debited
+//   after its settlement, which may take the bucket below zero: the debt is
+//   paid back by the refill before the next call passes.
+// - Concurrency: `max_concurrency` model calls in flight; 429
+//   `concurrency_limit_exceeded`. The slot is given back when the call's
+//   hold is settled or released (before its answer goes out), or destroyed.
+// - Budget and balance: the hold (Meter::hold), 402 `budget_exceeded` /
+//   `insufficient_balance`.
+// Buckets and slots live in the KV (shared by every instance on Redis); if
+// the KV does not answer, in this process's memory (LimitStore).
+#include "alou/auth/limit_store.hpp"
 #include "alou/core/metering.hpp"
 #include "alou/http/filter.hpp"
 
@@ -20,9 +26,6 @@
 #include <chrono>
 #include <memory>
 
-namespace alou::storage {
-class Kv;
-}
 namespace alou::metrics {
 class Registry;
 }
@@ -33,20 +36,14 @@ namespace alou::auth {
 // net for slots of an instance that died before giving them back.
 inline constexpr std::chrono::milliseconds kConcurrencyTtl = std::chrono::minutes(10);
 
-// For keys with a `tpm`: 429 `tokens_rate_limit_exceeded` with Retry-After
-// while the bucket is empty; x-ratelimit-{limit,remaining,reset}-tokens on
-// every answer. For keys with a `max_concurrency`: 429
-// `concurrency_limit_exceeded` while that many requests of the key are in
-// flight; the slot is given back when the exchange ends, however it ends
-// (answered, streamed, client gone). `ex` runs those releases.
-std::shared_ptr<http::Filter> make_usage_limit_filter(storage::Kv& kv, metrics::Registry& metrics,
-                                                      boost::asio::any_io_executor ex);
+// `meter` and `limits` must outlive the policy; `ex` runs the background
+// work of detached settlements and dropped holds.
+std::unique_ptr<UsagePolicy> make_usage_policy(Meter& meter, LimitStore& limits, metrics::Registry& metrics,
+                                               boost::asio::any_io_executor ex);
 
-// Decorates `inner` (which, like kv, must outlive the result): the holds of
-// keys with a `tpm` debit the key's TPM bucket by prompt + completion tokens
-// once settled (awaited by settle(), in the background for
-// settle_detached()). Other holds are inner's, untouched.
-std::unique_ptr<Meter> make_tpm_meter(Meter& inner, storage::Kv& kv, metrics::Registry& metrics,
-                                      boost::asio::any_io_executor ex);
+// The HTTP side of the policy for routes that are not model calls (whose
+// handlers call UsagePolicy::admit themselves: RouteOptions::metered):
+// requests per minute, with x-ratelimit-*-requests headers on the answer.
+std::shared_ptr<http::Filter> make_rate_limit_filter(UsagePolicy& policy);
 
 }  // namespace alou::auth

@@ -69,6 +69,12 @@ class Billing final : public Meter {
   void add_routes(http::Router& router);
 
   Price price_of(const std::string& model) const;
+  // The output cap of a request to `model` that sets none ([[models]]
+  // max_output_tokens, else billing.default_max_output_tokens).
+  std::int64_t max_output_of(const std::string& model) const;
+  // A request without its own output cap is refused (402) rather than held
+  // for fewer output tokens than this.
+  static constexpr std::int64_t kMinOutputTokens = 16;
   Ledger& ledger() { return ledger_; }
 
   // Resolves a credit target: "key:<id>", "wallet:<address>", a key id or
@@ -85,6 +91,8 @@ class Billing final : public Meter {
   metrics::Registry& metrics_;
   KeyFinder find_key_;
   std::int64_t default_max_output_ = 4096;
+  std::map<std::string, std::int64_t> max_output_;  // [[models]] max_output_tokens
+  metrics::Counter& uncharged_;                      // priced beyond a hold, not charged
   mutable std::shared_mutex prices_mu_;
   std::map<std::string, Price> config_prices_;
   std::map<std::string, Price> prices_;  // effective: config overridden by the table

@@ -162,7 +162,24 @@ inline constexpr std::size_t kJournalHalfBytes = 1u << 20;
 struct Funds {
   std::int64_t balance_nanos = 0;
   std::int64_t held_nanos = 0;
+  std::int64_t spent_nanos = 0;  // charged so far ("charge" entries debited), for budgets
   std::int64_t available() const { return balance_nanos - held_nanos; }
+};
+
+// What a reservation may take: the most of [min, max] that the account's
+// available balance (unless `overdraft`) and, with a `budget`, what is left
+// of it (budget - spent - held) cover.
+struct ReserveAsk {
+  std::int64_t min = 0;
+  std::int64_t max = 0;
+  bool overdraft = false;
+  std::optional<std::int64_t> budget;
+};
+struct Reserved {
+  enum class Refused { kNone, kBalance, kBudget };
+  Refused refused = Refused::kNone;  // not kNone: nothing was reserved
+  std::int64_t amount = 0;           // reserved, in [min, max]
+  std::int64_t covered = 0;          // when refused: what the limit that refused still covers (>= 0)
 };
 
 struct VerifyReport {
@@ -242,6 +259,9 @@ class Ledger final {
   // Reserves `amount` if the account's available balance covers it (or
   // always, with `overdraft`). False: insufficient.
   bool try_reserve(const std::string& account, std::int64_t amount, bool overdraft);
+  // Atomically reserves the most of [ask.min, ask.max] that the account's
+  // balance and budget cover (ReserveAsk), or nothing.
+  Reserved reserve(const std::string& account, const ReserveAsk& ask);
   // Undoes a reservation that never reached the database.
   void unreserve(const std::string& account, std::int64_t amount);
 

@@ -107,6 +107,10 @@ struct ModelSettings {
   std::vector<RouteSettings> routes;
   std::vector<std::string> fallbacks;
   PriceSettings price;
+  // The most output a request may produce when it sets no limit of its own
+  // (the cap the gateway sends upstream and the hold covers); 0: the
+  // billing default_max_output_tokens.
+  std::uint32_t max_output_tokens = 0;
 };
 
 struct McpServerSettings {

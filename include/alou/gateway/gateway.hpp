@@ -25,20 +25,23 @@ class Kv;
 
 namespace alou::gateway {
 
+class ChatService;
+
 class Gateway {
  public:
   virtual ~Gateway() = default;
   // Builds providers from settings.providers (a provider whose api_key_env
   // is named but unset is disabled) and the model table from
   // settings.models. Errors: a model routed only to unknown kinds.
-  // `meter` (which must outlive the gateway) holds, settles and audits
-  // every request; null: nothing is charged (tests). `stored_keys`
+  // `policy` (which must outlive the gateway) applies every limit of the
+  // caller and holds, settles and audits every request through its meter;
+  // null: nothing is limited or charged (tests). `stored_keys`
   // (provider name -> key, from ProviderKeys) are used by providers whose
   // api_key_env is empty or unset. `kv` (which must outlive the gateway)
   // keeps Idempotency-Key records; null: the header is validated but not
   // honoured (tests).
   static Result<std::unique_ptr<Gateway>> create(const Settings& settings, boost::asio::any_io_executor ex,
-                                                 metrics::Registry& metrics, Meter* meter = nullptr,
+                                                 metrics::Registry& metrics, UsagePolicy* policy = nullptr,
                                                  const std::map<std::string, std::string>& stored_keys = {},
                                                  storage::Kv* kv = nullptr);
   // POST /v1/chat/completions, GET /v1/models.
@@ -50,6 +53,9 @@ class Gateway {
   virtual bool set_provider_key(const std::string& provider, std::string key) = 0;
   // For /api/status: providers and their state.
   virtual nlohmann::json status() const = 0;
+  // The transport-neutral chat service (chat.hpp) for in-process callers
+  // (the agent, the tunnel hub); the /v1 handlers are its HTTP adapters.
+  virtual ChatService& chat_service() = 0;
 };
 
 }  // namespace alou::gateway

@@ -19,6 +19,9 @@ struct RouteOptions {
   // Watch the socket while the handler runs and cancel it if the client
   // goes away (long-running and streaming routes).
   bool watch_client = false;
+  // A model call: its handler applies the caller's whole usage policy
+  // (UsagePolicy::admit), so the rate-limit filter leaves it alone.
+  bool metered = false;
 };
 
 struct Route {

@@ -46,6 +46,14 @@
 //                       of assistant messages and tool names do not count)
 //   completion_tokens = ceil(characters of the reply text / 4), or of the
 //                       tool call's arguments text; 0 for /fail.
+//
+// Output limit. As a real model does, a text reply stops at the request's
+// output limit (`max_tokens` / `max_completion_tokens`, Anthropic's
+// `max_tokens`, Gemini's `generationConfig.maxOutputTokens`): given a limit
+// L > 0, the text keeps its first 4 x L characters, completion_tokens is then
+// at most L, and the reply is `truncated` (finish_reason "length", Anthropic
+// stop_reason "max_tokens", Gemini finishReason "MAX_TOKENS"). Tool calls
+// are not cut.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -98,10 +106,12 @@ struct Reply {
   std::optional<int> cut_after;      // /cut N
   std::int64_t prompt_tokens = 0;
   std::int64_t completion_tokens = 0;
+  bool truncated = false;            // the text stopped at the output limit
 };
 
-// Decides the reply to a conversation (see the rules above).
-Reply respond(const std::vector<Message>& messages);
+// Decides the reply to a conversation (see the rules above); `max_tokens`
+// > 0: the output limit.
+Reply respond(const std::vector<Message>& messages, std::int64_t max_tokens = 0);
 
 // Code points of UTF-8 text, as counted for usage.
 std::int64_t count_chars(std::string_view utf8);

@@ -19,6 +19,7 @@ struct Request {
   std::string model{};          // as the client named it ("mock" when absent)
   bool stream = false;
   bool include_usage = false;   // OpenAI stream_options.include_usage
+  std::int64_t max_tokens = 0;  // the output limit (0: none)
 };
 
 // One SSE event: `name` is the "event:" line (omitted when empty).

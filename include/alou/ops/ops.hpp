@@ -29,6 +29,7 @@ struct StatusSources {
   std::function<std::size_t()> connections;
   std::function<nlohmann::json()> providers;  // the gateway's providers and their state
   std::function<nlohmann::json()> mcp_servers;  // the MCP servers and their state
+  std::function<nlohmann::json()> rate_limits;  // where rate limits are kept (shared KV or local memory)
 };
 
 // Registers the three routes and the process gauges (uptime, build info,

@@ -39,6 +39,14 @@ struct SlotResult {
   std::int64_t in_use = 0;  // slots taken after this call
 };
 
+// The token-bucket step both in-process buckets share (the embedded KV's,
+// and the rate limits' own while the KV is down): refills a bucket of
+// `capacity` at `refill_per_s` since `refilled_at_ms` (a bucket that did not
+// exist starts full), then takes `cost` if there is that much, or with
+// `debit` subtracts it whatever is left. Updates tokens/refilled_at_ms.
+BucketResult apply_bucket(double& tokens, std::int64_t& refilled_at_ms, std::int64_t now_ms, bool existed,
+                          double capacity, double refill_per_s, double cost, bool debit);
+
 class Kv {
  public:
   virtual ~Kv() = default;

@@ -266,5 +266,162 @@ TEST(Billing, UnpricedModelsAreFree) {
   EXPECT_EQ(f.count("SELECT COUNT(*) FROM usage_records"), 1);
 }
 
+TEST(Billing, WithoutItsOwnCapARequestIsHeldForTheModelsMaximumAndTold) {
+  BillingFixture f;
+  f.credit(1'000'000);
+  auto h = f.billing->hold(f.req(10, 0));
+  ASSERT_TRUE(h) << h.error().message;
+  // default_max_output_tokens = 100: 10 x 1,000 + 100 x 2,000.
+  EXPECT_EQ((*h)->amount_nanos(), 210'000);
+  EXPECT_EQ((*h)->output_cap(), 100);
+  // A request with its own cap needs none from the hold.
+  auto own = f.billing->hold(f.req(10, 30));
+  ASSERT_TRUE(own);
+  EXPECT_EQ((*own)->output_cap(), 0);
+  EXPECT_EQ((*own)->amount_nanos(), 70'000);
+  f.ledger->close();
+}
+
+TEST(Billing, ASmallBalanceGetsASmallerCapThatItCoversExactly) {
+  BillingFixture f;
+  f.credit(100'000);
+  auto h = f.billing->hold(f.req(10, 0));
+  ASSERT_TRUE(h) << h.error().message;
+  // (100,000 - 10 x 1,000) / 2,000 = 45 output tokens.
+  EXPECT_EQ((*h)->output_cap(), 45);
+  EXPECT_EQ((*h)->amount_nanos(), 100'000);
+  EXPECT_EQ(f.ledger->funds("key:k1").held_nanos, 100'000);
+  // Nothing left for another: 402, nothing held.
+  auto next = f.billing->hold(f.req(10, 0));
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error().code, "insufficient_balance");
+  EXPECT_EQ(f.ledger->funds("key:k1").held_nanos, 100'000);
+  (*h)->release();
+  f.ledger->close();
+}
+
+TEST(Billing, AChargeNeverExceedsItsHold) {
+  BillingFixture f;
+  IoRunner io;
+  f.credit(100'000);
+  auto h = f.billing->hold(f.req(10, 0));
+  ASSERT_TRUE(h);
+  const auto held = (*h)->amount_nanos();
+  // The upstream ignored the cap and the prompt was longer than estimated.
+  auto c = io.await((*h)->settle(Usage{50, 500, 0, false}, "p"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, held);
+  EXPECT_EQ(f.ledger->funds("key:k1").balance_nanos, 100'000 - held);
+  EXPECT_GE(f.ledger->funds("key:k1").balance_nanos, 0);
+  EXPECT_EQ(f.metrics.counter("alou_billing_uncharged_nanos_total", "").value(),
+            static_cast<std::uint64_t>(50 * 1000 + 500 * 2000 - held));
+  f.ledger->close();
+  EXPECT_EQ(f.count("SELECT cost_nanos FROM usage_records"), held);
+  EXPECT_EQ(f.count("SELECT completion_tokens FROM usage_records"), 500);
+  EXPECT_TRUE(f.ledger->verify_sync().ok);
+}
+
+TEST(Billing, ABudgetIsCheckedLikeABalanceAndSurvivesAReopen) {
+  BillingFixture f;
+  IoRunner io;
+  f.credit(10'000'000);
+  f.key.budget_nanos = 100'000;
+  // Held within the budget: the cap shrinks to it.
+  auto h = f.billing->hold(f.req(10, 0));
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ((*h)->amount_nanos(), 100'000);
+  EXPECT_EQ((*h)->output_cap(), 45);
+  auto c = io.await((*h)->settle(Usage{10, 40, 0, false}, "p"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, 90'000);
+  // Settled: 90,000 spent, 10,000 left, less than the least useful hold (42,000).
+  ASSERT_TRUE(io.await(f.ledger->sync()));
+  EXPECT_EQ(f.ledger->funds("key:k1").spent_nanos, 90'000);
+  auto refused = f.billing->hold(f.req(10, 0));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().status, 402);
+  EXPECT_EQ(refused.error().code, "budget_exceeded");
+  EXPECT_EQ(f.ledger->funds("key:k1").held_nanos, 0);
+  // A request with its own cap is held in full or refused: 1,000 + 5 x
+  // 2,000 = 11,000 is more than the 10,000 left; 9,000 is not.
+  auto own = f.billing->hold(f.req(1, 5));
+  ASSERT_FALSE(own);
+  EXPECT_EQ(own.error().code, "budget_exceeded");
+  auto fits = f.billing->hold(f.req(1, 4));
+  ASSERT_TRUE(fits) << fits.error().message;
+  EXPECT_EQ((*fits)->amount_nanos(), 9'000);
+  (*fits)->release();
+  f.ledger->close();
+}
+
+TEST(Billing, AFallbackIsHeldAtTheDearestPriceAndChargedAtItsOwn) {
+  TempDir dir;
+  auto db = std::move(*storage::Database::open_file(dir.path() / "alou.db"));
+  ASSERT_TRUE(db->migrate(storage::default_migrations_dir()));
+  auto ledger = std::move(*Ledger::open(*db, LedgerOptions{dir.path() / "ledger.key", 1000, true}));
+  metrics::Registry metrics;
+  Settings s;
+  ModelSettings cheap;
+  cheap.name = "cheap";
+  cheap.price.input_per_mtok = 1;
+  cheap.price.output_per_mtok = 1;
+  ModelSettings dear;
+  dear.name = "dear";
+  dear.price.input_per_mtok = 3;
+  dear.price.output_per_mtok = 5;
+  dear.max_output_tokens = 200;
+  s.models = {cheap, dear};
+  s.billing.default_max_output_tokens = 100;
+  Billing billing(s, *ledger, *db, metrics, nullptr);
+  Batch b;
+  b.transfers.push_back(Transfer{"credit", std::string(kCredits), "key:k1", 10'000'000, "", "", ""});
+  ASSERT_TRUE(ledger->commit_sync(std::move(b)));
+  Principal key;
+  key.id = "k1";
+  IoRunner io;
+  HoldRequest r{"r1", &key, "cheap", 10, 0, {"dear"}};
+  auto h = billing.hold(r);
+  ASSERT_TRUE(h) << h.error().message;
+  // 10 x 3,000 + 200 (dear's maximum) x 5,000.
+  EXPECT_EQ((*h)->amount_nanos(), 1'030'000);
+  EXPECT_EQ((*h)->output_cap(), 200);
+  (*h)->priced_as("dear");
+  auto c = io.await((*h)->settle(Usage{10, 20, 0, false}, "p"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, 10 * 3000 + 20 * 5000);
+  // A model that is not among its fallbacks does not change the price.
+  auto h2 = billing.hold(HoldRequest{"r2", &key, "cheap", 10, 5, {}});
+  ASSERT_TRUE(h2);
+  (*h2)->priced_as("dear");
+  auto c2 = io.await((*h2)->settle(Usage{10, 5, 0, false}, "p"));
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(*c2, 15 * 1000);
+  ledger->close();
+  EXPECT_EQ(db->run_sync([](SQLite::Database& conn) {
+    return conn.execAndGet("SELECT COUNT(*) FROM usage_records WHERE model = 'dear'").getInt64();
+  }), 1);
+}
+
+TEST(Ledger, ReserveTakesTheMostThatBalanceAndBudgetCover) {
+  BillingFixture f;
+  f.credit(1000);
+  auto r = f.ledger->reserve("key:k1", ReserveAsk{.min = 100, .max = 5000, .overdraft = false, .budget = std::nullopt});
+  EXPECT_EQ(r.refused, Reserved::Refused::kNone);
+  EXPECT_EQ(r.amount, 1000);
+  r = f.ledger->reserve("key:k1", ReserveAsk{.min = 1, .max = 5000, .overdraft = false, .budget = std::nullopt});
+  EXPECT_EQ(r.refused, Reserved::Refused::kBalance);
+  EXPECT_EQ(r.covered, 0);
+  f.ledger->unreserve("key:k1", 1000);
+  r = f.ledger->reserve("key:k1", ReserveAsk{.min = 100, .max = 5000, .overdraft = false, .budget = 300});
+  EXPECT_EQ(r.amount, 300);
+  r = f.ledger->reserve("key:k1", ReserveAsk{.min = 100, .max = 5000, .overdraft = false, .budget = 300});
+  EXPECT_EQ(r.refused, Reserved::Refused::kBudget);
+  EXPECT_EQ(f.ledger->funds("key:k1").held_nanos, 300);
+  // Overdraft: the balance does not limit it.
+  r = f.ledger->reserve("system:admin", ReserveAsk{.min = 10, .max = 5000, .overdraft = true, .budget = std::nullopt});
+  EXPECT_EQ(r.amount, 5000);
+  f.ledger->close();
+}
+
 }  // namespace
 }  // namespace alou::billing

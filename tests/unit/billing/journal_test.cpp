@@ -154,6 +154,9 @@ TEST(Journal, RecordsRoundTripAndATornOrCorruptTailEndsThem) {
 TEST(Journal, ASettlementIsDurableBeforeItIsAppliedAndSyncWaitsForIt) {
   Journaled f;
   ASSERT_TRUE(f.ledger->commit_sync(credit("key:a", 1000)));
+  // The credit's group commit may still be looking for more work on the
+  // database thread: let it finish first.
+  f.db->run_sync([](SQLite::Database&) { return 0; });
   // Hold the database thread: the settlement cannot reach the tables.
   std::promise<void> release;
   auto released = release.get_future().share();

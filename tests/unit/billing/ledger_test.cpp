@@ -67,6 +67,33 @@ Batch credit(const std::string& account, std::int64_t amount) {
   return transfer("credit", std::string(kCredits), account, amount);
 }
 
+// The published format (docs/billing.md, "Verify it yourself"), computed
+// independently (sha256sum over the netstrings): a change of the encoding
+// breaks every verifier out there, so it must fail here first.
+TEST(LedgerHash, KnownAnswerVectors) {
+  Entry credit;
+  credit.seq = 1;
+  credit.ts_ms = 1700000000000;
+  credit.kind = "credit";
+  credit.debit = "system:credits";
+  credit.credit = "key:k1";
+  credit.amount_nanos = 5'000'000'000;
+  credit.memo = "welcome";
+  credit.prev_hash = kGenesisHash;
+  EXPECT_EQ(entry_hash(credit), "259cb8c4a09c5ff146d55056ae0b48cdd5c8ea640c185a9b69e54655cba1a77a");
+  Entry charge;
+  charge.seq = 2;
+  charge.ts_ms = 1700000000123;
+  charge.kind = "charge";
+  charge.debit = "key:k1";
+  charge.credit = "system:revenue";
+  charge.amount_nanos = 26'000;
+  charge.request_id = "req-1";
+  charge.meta = R"({"model":"m","provider":"p"})";
+  charge.prev_hash = entry_hash(credit);
+  EXPECT_EQ(entry_hash(charge), "32bcff245b6d56f2da614f4ef874f90184dd1f12ee97e25ea9319dc2205b6f32");
+}
+
 TEST(LedgerHash, CoversEveryFieldAndIsUnambiguous) {
   Entry e;
   e.seq = 1;

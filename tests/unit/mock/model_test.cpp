@@ -274,5 +274,28 @@ TEST(MockModel, IsDeterministic) {
   EXPECT_EQ(a.pieces, b.pieces);
 }
 
+TEST(MockModel, AnOutputLimitCutsTheTextAtFourCharactersAToken) {
+  const Reply r = respond(user("one two three four five six"), 3);
+  EXPECT_EQ(r.text, "echo: one tw");  // 12 characters
+  EXPECT_EQ(r.completion_tokens, 3);
+  EXPECT_TRUE(r.truncated);
+  EXPECT_EQ(joined(r.pieces), r.text);
+  // Code points, not bytes: "é" is one character.
+  const Reply u = respond(user("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"), 2);
+  EXPECT_EQ(u.text, "echo: \xc3\xa9\xc3\xa9");
+  EXPECT_EQ(u.completion_tokens, 2);
+}
+
+TEST(MockModel, AnOutputLimitTheReplyFitsChangesNothing) {
+  const Reply r = respond(user("hi"), 100);
+  EXPECT_EQ(r.text, "echo: hi");
+  EXPECT_FALSE(r.truncated);
+  // Tool calls are not cut.
+  const Reply t = respond(user(R"(/tool add {"x": 123456789, "y": 987654321})"), 1);
+  ASSERT_TRUE(t.tool_call);
+  EXPECT_FALSE(t.truncated);
+  EXPECT_GT(t.completion_tokens, 1);
+}
+
 }  // namespace
 }  // namespace alou::mock

@@ -267,5 +267,30 @@ TEST(MockWire, EmbeddingsResponse) {
   EXPECT_FALSE(openai_embeddings(R"({"input":"x","dimensions":0})"));
 }
 
+TEST(MockWire, OutputLimitsAreReadInEachFormatAndTruncationIsReported) {
+  auto o = parse_openai_chat(R"({"max_tokens": 3, "messages": [{"role": "user", "content": "a b c d e f g"}]})");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->max_tokens, 3);
+  o = parse_openai_chat(R"({"max_completion_tokens": 4, "max_tokens": 9, "messages": []})");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->max_tokens, 4);
+  const auto a = parse_anthropic(R"({"max_tokens": 5, "messages": []})");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->max_tokens, 5);
+  const auto g = parse_gemini(R"({"generationConfig": {"maxOutputTokens": 6}, "contents": []})", "m");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->max_tokens, 6);
+
+  auto req = parse_openai_chat(R"({"max_tokens": 2, "messages": [{"role": "user", "content": "a long message here"}]})");
+  ASSERT_TRUE(req);
+  const Reply r = respond(req->messages, req->max_tokens);
+  EXPECT_EQ(json::parse(openai_completion(*req, r, kIds))["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(data_of(openai_stream(*req, r, kIds)).back()["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(json::parse(anthropic_message(*req, r, kIds))["stop_reason"], "max_tokens");
+  EXPECT_EQ(json::parse(gemini_response(*req, r, kIds))["candidates"][0]["finishReason"], "MAX_TOKENS");
+  const Reply full = respond(req->messages);
+  EXPECT_EQ(json::parse(openai_completion(*req, full, kIds))["choices"][0]["finish_reason"], "stop");
+}
+
 }  // namespace
 }  // namespace alou::mock::wire
