@@ -21,5 +21,11 @@ function(alou_test NAME)
   target_include_directories(${NAME} PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(${NAME} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock GTest::gtest_main
     alou_warnings alou_sanitizers)
-  gtest_discover_tests(${NAME} PROPERTIES LABELS ${T_LABEL} DISCOVERY_TIMEOUT 60)
+  # Tests find the source tree's migrations/ and web/ (the product binary
+  # has no source path compiled in): the environment, and a definition for
+  # the integration harness.
+  gtest_discover_tests(${NAME} PROPERTIES LABELS ${T_LABEL}
+                       ENVIRONMENT "ALOU_MIGRATIONS_DIR=${PROJECT_SOURCE_DIR}/migrations"
+                       DISCOVERY_TIMEOUT 60)
+  target_compile_definitions(${NAME} PRIVATE ALOU_TEST_WEB_DIR="${PROJECT_SOURCE_DIR}/web")
 endfunction()

@@ -1,6 +1,7 @@
 #include "alou/app/app.hpp"
 
 #include "alou/auth/filters.hpp"
+#include "alou/core/blocking_pool.hpp"
 #include "alou/core/io_loop.hpp"
 #include "alou/billing/billing.hpp"
 #include "alou/auth/keys.hpp"
@@ -109,7 +110,9 @@ class AppImpl final : public App {
       return g->set_provider_key(provider, std::move(key));
     });
 
-    auto wallet = wallet::Service::create(settings_, *db_, *kv_);
+    // Heavy crypto (wallet signature recovery) runs here, off the io threads.
+    crypto_pool_ = std::make_unique<BlockingPool>(2);
+    auto wallet = wallet::Service::create(settings_, *db_, *kv_, &wallet::system_now_ms, crypto_pool_.get());
     if (!wallet) return wallet.error();
     wallet_ = std::move(*wallet);
     sessions_ = sessions::make_kv_store(*kv_, settings_.sessions);
@@ -237,6 +240,7 @@ class AppImpl final : public App {
   std::unique_ptr<auth::KeyStore> keys_;
   std::unique_ptr<gateway::ProviderKeys> provider_keys_;
   std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<BlockingPool> crypto_pool_;
   std::unique_ptr<wallet::Service> wallet_;
   std::unique_ptr<sessions::Store> sessions_;
   std::unique_ptr<mcp::Service> mcp_;

@@ -372,7 +372,9 @@ Result<std::unique_ptr<Hold>> Billing::hold(const HoldRequest& req) {
     id = random_id();
     ledger_.persist_hold(HoldRow{id, account, amount, req.request_id, req.model});
   }
-  const auto output_cap = own_cap || price.output == 0 ? 0 : cap;
+  // The cap keeps a charge within its hold: an account that may overdraw
+  // (system:admin) needs none, and is held for the model's maximum as before.
+  const auto output_cap = own_cap || price.output == 0 || overdraft ? 0 : cap;
   return std::unique_ptr<Hold>(new HoldImpl(*this, account, amount, std::move(id), price_of(req.model), req,
                                             output_cap, overdraft));
 }

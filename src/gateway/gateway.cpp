@@ -373,14 +373,16 @@ class GatewayImpl final : public Gateway, public ChatService {
   }
 
  private:
-  bool available(const std::string& name, int depth = 0) const {
+  // Something enabled serves `name` for `who`: one of its routes, or a
+  // fallback `who` may use.
+  bool available(const std::string& name, const Principal& who, int depth = 0) const {
     auto it = models_.find(name);
     if (it == models_.end() || depth > 4) return false;
     for (const auto& t : it->second.routes) {
       if (t.ready->load(std::memory_order_relaxed)) return true;
     }
     for (const auto& f : it->second.fallbacks) {
-      if (available(f, depth + 1)) return true;
+      if (who.may_use_model(f) && available(f, who, depth + 1)) return true;
     }
     return false;
   }
@@ -393,7 +395,7 @@ class GatewayImpl final : public Gateway, public ChatService {
     json data = json::array();
     std::vector<std::string> names;
     for (const auto& [name, e] : models_) {
-      if (available(name) && ex.principal && ex.principal->may_use_model(name)) names.push_back(name);
+      if (ex.principal && ex.principal->may_use_model(name) && available(name, *ex.principal)) names.push_back(name);
     }
     std::sort(names.begin(), names.end());
     for (const auto& n : names) data.push_back(model_object(n));
@@ -403,7 +405,7 @@ class GatewayImpl final : public Gateway, public ChatService {
 
   net::awaitable<http::Response> get_model(http::Exchange& ex) {
     const std::string name(ex.param("model"));
-    if (!available(name) || !ex.principal || !ex.principal->may_use_model(name)) {
+    if (!ex.principal || !ex.principal->may_use_model(name) || !available(name, *ex.principal)) {
       co_return ex.error(Error::not_found("The model `" + name + "` does not exist or you do not have access to it.",
                                           "model_not_found"));
     }
@@ -536,7 +538,7 @@ class GatewayImpl final : public Gateway, public ChatService {
                                   const std::vector<const Target*>& targets, std::int64_t max_output) {
     const json& body = call.body;
     HoldRequest r;
-    r.request_id = call.request_id;
+    r.request_id = std::string(call.request_id);
     r.principal = call.principal;
     r.model = model;
     for (const auto* t : targets) {
@@ -571,7 +573,7 @@ class GatewayImpl final : public Gateway, public ChatService {
       return Error::not_found("The model `" + model + "` does not exist or you do not have access to it.",
                               "model_not_found");
     }
-    if (!available(model)) return Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider");
+    if (!available(model, who)) return Error::unavailable("no enabled provider serves model `" + model + "`", "no_provider");
     auto targets = plan(it->second, who);
     if (targets.empty()) {
       return Error::unavailable("every route of model `" + model + "` failed repeatedly (circuit open); retry shortly",
@@ -1047,7 +1049,7 @@ class GatewayImpl final : public Gateway, public ChatService {
     ChatCall c;
     c.principal = ex.principal ? &*ex.principal : nullptr;
     c.request_id = ex.request_id;
-    c.endpoint = std::string(ex.path());
+    c.endpoint = ex.path();
     c.body = std::move(body);
     c.raw = raw;
     c.request_text = ex.request().body();

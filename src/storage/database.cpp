@@ -1,4 +1,6 @@
 #include "alou/storage/database.hpp"
+
+#include "alou/core/paths.hpp"
 #include "alou/storage/wal_vfs.hpp"
 
 #include <SQLiteCpp/Database.h>
@@ -352,8 +354,7 @@ Result<MigrationStatus> Database::migrate(const std::filesystem::path& migration
 std::filesystem::path default_migrations_dir() {
   if (const char* env = std::getenv("ALOU_MIGRATIONS_DIR"); env != nullptr && *env != '\0') return env;
   std::error_code ec;
-  if (std::filesystem::is_directory("migrations", ec)) return std::filesystem::absolute("migrations", ec);
-  return std::filesystem::path(ALOU_SOURCE_DIR) / "migrations";
+  return std::filesystem::absolute(find_resource_dir("migrations"), ec);
 }
 
 }  // namespace alou::storage

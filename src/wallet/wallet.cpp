@@ -1,7 +1,9 @@
 #include "alou/wallet/wallet.hpp"
 
 #include "alou/auth/filters.hpp"
+#include "alou/core/blocking_pool.hpp"
 #include "alou/core/log.hpp"
+#include "alou/core/paths.hpp"
 #include "alou/core/random.hpp"
 #include "alou/http/exchange.hpp"
 #include "alou/storage/database.hpp"
@@ -108,8 +110,9 @@ class JwtResolver final : public auth::CredentialResolver {
 class ServiceImpl final : public Service {
  public:
   ServiceImpl(const Settings& settings, storage::Database& db, storage::Kv& kv, Clock now, std::string secret,
-              std::map<std::string, std::pair<std::string, std::string>> pages)
-      : ws_(settings.wallet),
+              std::map<std::string, std::pair<std::string, std::string>> pages, BlockingPool* crypto)
+      : crypto_(crypto),
+        ws_(settings.wallet),
         db_(db),
         kv_(kv),
         now_(std::move(now)),
@@ -134,6 +137,7 @@ class ServiceImpl final : public Service {
   }
 
  private:
+  BlockingPool* crypto_;  // signature checks off the io threads (null: inline)
   // GET /api/wallet/nonce/{address}?chain=ethereum|solana
   net::awaitable<http::Response> nonce(http::Exchange& ex) {
     const auto chain_param = ex.query_param("chain").value_or("ethereum");
@@ -256,6 +260,33 @@ class ServiceImpl final : public Service {
     return std::nullopt;
   }
 
+  // The nonce was issued for this address and is not spent yet (read only:
+  // a bad signature must not burn someone else's nonce).
+  net::awaitable<std::optional<Error>> check_nonce(const SignInMessage& m) {
+    const std::string key = nonce_key(m.nonce);
+    auto bound = co_await kv_.get(key);  // key is a named local (GCC 12: no temporaries in co_await)
+    if (!bound) co_return bound.error();
+    if (!bound->has_value()) {
+      std::string marker = spent_key(m.nonce);
+      auto spent = co_await kv_.get(std::move(marker));
+      if (!spent) co_return spent.error();
+      if (spent->has_value()) co_return Error::conflict("this nonce was already used; request a new one", "nonce_used");
+      co_return Error::unauthorized("unknown or expired nonce; request a new one", "nonce_unknown");
+    }
+    if (**bound != std::string(chain_name(m.chain)) + "|" + m.address) {
+      co_return Error::unauthorized("this nonce was issued for another address", "nonce_address_mismatch");
+    }
+    co_return std::nullopt;
+  }
+
+  // The signature, off the io threads when there is a pool for it.
+  net::awaitable<std::optional<Error>> verify_signature(const SignInMessage& m, const std::string& text,
+                                                        const std::string& sig) {
+    if (!crypto_) co_return check_signature(m, text, sig);
+    auto work = [&m, &text, &sig] { return check_signature(m, text, sig); };
+    co_return co_await crypto_->run(std::move(work));
+  }
+
   // Single use, atomically: SET NX of the spent marker decides the one winner.
   net::awaitable<std::optional<Error>> consume_nonce(const SignInMessage& m) {
     const std::string key = nonce_key(m.nonce);
@@ -302,7 +333,10 @@ class ServiceImpl final : public Service {
     if (!parsed) co_return ex.error(parsed.error());
     const std::int64_t now = now_();
     if (auto e = check_message(*parsed, now)) co_return ex.error(*e);
-    if (auto e = check_signature(*parsed, *text, *sig)) co_return ex.error(*e);
+    // The cheap checks first: a message whose nonce is unknown, spent or
+    // someone else's costs no signature recovery.
+    if (auto e = co_await check_nonce(*parsed)) co_return ex.error(*e);
+    if (auto e = co_await verify_signature(*parsed, *text, *sig)) co_return ex.error(*e);
     auto used = co_await consume_nonce(*parsed);
     if (used) co_return ex.error(*used);
 
@@ -430,10 +464,8 @@ class ServiceImpl final : public Service {
 
 // Reads the login page's files once at start (a restart picks up edits).
 std::map<std::string, std::pair<std::string, std::string>> load_pages(const std::string& web_dir) {
-  std::filesystem::path dir = web_dir;
-#ifdef ALOU_SOURCE_DIR
-  if (!std::filesystem::is_directory(dir) && dir.is_relative()) dir = std::filesystem::path(ALOU_SOURCE_DIR) / web_dir;
-#endif
+  // Relative: from the working directory, else next to the binary.
+  const std::filesystem::path dir = find_resource_dir(web_dir);
   const std::pair<const char*, const char*> files[] = {
       {"login.html", "text/html; charset=utf-8"},
       {"login.css", "text/css; charset=utf-8"},
@@ -458,7 +490,7 @@ std::map<std::string, std::pair<std::string, std::string>> load_pages(const std:
 std::int64_t system_now_ms() { return now_unix_ms(); }
 
 Result<std::unique_ptr<Service>> Service::create(const Settings& settings, storage::Database& db, storage::Kv& kv,
-                                                 Clock now) {
+                                                 Clock now, BlockingPool* crypto) {
   const auto& w = settings.wallet;
   if (w.domain.empty() || w.uri.empty()) return Error::bad_request("wallet.domain and wallet.uri must be set", "config_invalid");
   SignInMessage probe;
@@ -479,7 +511,7 @@ Result<std::unique_ptr<Service>> Service::create(const Settings& settings, stora
   if (!secret) return secret.error();
   log::add_secret(*secret);
   return std::unique_ptr<Service>(
-      new ServiceImpl(settings, db, kv, std::move(now), std::move(*secret), load_pages(settings.server.web_dir)));
+      new ServiceImpl(settings, db, kv, std::move(now), std::move(*secret), load_pages(settings.server.web_dir), crypto));
 }
 
 }  // namespace alou::wallet

@@ -332,6 +332,7 @@ void AppTest::SetUp() {
   settings_.storage.data_dir = (dir_ / "data").string();
   settings_.log.level = "warn";
   settings_.auth.key_cache_ms = 0;
+  settings_.server.web_dir = ALOU_TEST_WEB_DIR;
   configure(settings_);
   if (boot_in_setup_) boot();
 }

@@ -255,6 +255,21 @@ TEST_P(Wallet, UnknownNonceIs401) {
   expect_error(verify("ethereum", text, k.sign(text)), 401, "nonce_unknown");
 }
 
+// The nonce is checked before any signature work: an unknown nonce with a
+// signature that is not even well formed is refused for the nonce (no
+// recovery attempted), and a bad signature leaves a good nonce usable.
+TEST_P(Wallet, TheNonceIsCheckedBeforeTheSignature) {
+  const EthKey k(8);
+  SignInMessage m = issued(k.address);
+  m.nonce = "neverissued87654321";
+  const std::string text = format_message(m);
+  expect_error(verify("ethereum", text, "0x1234"), 401, "nonce_unknown");
+  SignInMessage good = issued(k.address);
+  const std::string good_text = format_message(good);
+  expect_error(verify("ethereum", good_text, "0x1234"), 400, "invalid_signature");
+  expect_nonce_still_usable(k, good);
+}
+
 TEST_P(Wallet, WrongDomainUriChainAndTimesAre401AndSpendNothing) {
   const EthKey k(8);
   const std::int64_t now = now_unix_ms();

@@ -52,7 +52,8 @@ class Hold {
   // this hold covers, which the caller must send upstream as the request's
   // cap (max_tokens) so that the charge cannot outgrow the hold. It is the
   // model's maximum output, or less when the balance or budget covers less.
-  // 0: no cap is needed (the request set its own, or output is free).
+  // 0: no cap is needed (the request set its own, output is free, or the
+  // account may overdraw: the bootstrap admin key).
   virtual std::int64_t output_cap() const { return 0; }
   // The request is served by `model`, one of HoldRequest::fallback_models:
   // it is charged at that model's price (call before settle).

@@ -36,8 +36,8 @@ namespace alou::gateway {
 // One model call.
 struct ChatCall {
   const Principal* principal = nullptr;  // required: its limits and its account apply
-  std::string request_id;                // the audit subject
-  std::string endpoint;                  // for the audit trail ("/v1/chat/completions", "agent", ...)
+  std::string_view request_id;           // the audit subject (the caller keeps it alive)
+  std::string_view endpoint;             // for the audit trail ("/v1/chat/completions", "agent", ...)
   // An OpenAI Chat Completions request (or an embeddings request for
   // embed()); "model" names a [[models]] entry. The service sets "model",
   // the output cap and, for streams, "stream"/"stream_options" per attempt.

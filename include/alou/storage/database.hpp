@@ -107,8 +107,9 @@ class Database final {
   bool closed_ = false;
 };
 
-// Finds the migrations folder: $ALOU_MIGRATIONS_DIR, else ./migrations, else
-// the one next to the source tree the binary was built from.
+// Finds the migrations folder: $ALOU_MIGRATIONS_DIR, else ./migrations,
+// else next to the binary (<exe dir>/migrations, <exe dir>/../share/alou/
+// migrations: find_resource_dir). The build tree links both next to `alou`.
 std::filesystem::path default_migrations_dir();
 
 }  // namespace alou::storage

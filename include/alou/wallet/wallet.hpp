@@ -31,6 +31,10 @@ namespace alou::auth {
 class CredentialResolver;
 }
 
+namespace alou {
+class BlockingPool;
+}
+
 namespace alou::wallet {
 
 // Unix milliseconds (injectable for tests).
@@ -43,8 +47,10 @@ class Service {
 
   // Loads the JWT secret (wallet.jwt_secret_env, else <data_dir>/jwt.secret)
   // and checks the wallet settings. Errors: "config_invalid".
+  // Signature checks (secp256k1 recovery, Ed25519) run on `crypto`, off the
+  // io threads; null: inline (tests, the CLI).
   static Result<std::unique_ptr<Service>> create(const Settings& settings, storage::Database& db, storage::Kv& kv,
-                                                 Clock now = &system_now_ms);
+                                                 Clock now = &system_now_ms, BlockingPool* crypto = nullptr);
 
   virtual void add_routes(http::Router& router) = 0;
   // Bearer wallet tokens → Principal{kind: kWallet, id: address, role: member};

@@ -247,9 +247,18 @@ TEST(Billing, AdminMayOverdraw) {
   admin.id = "admin";
   auto h = f.billing->hold(HoldRequest{"r", &admin, "priced", 10, 0});
   ASSERT_TRUE(h);
+  EXPECT_EQ((*h)->output_cap(), 0);  // nothing to bound: no cap is sent upstream
   auto c = io.await((*h)->settle(Usage{1, 1, 0, false}, "p"));
   ASSERT_TRUE(c);
   EXPECT_EQ(f.ledger->funds(std::string(kAdmin)).balance_nanos, -3000);
+  // Charged in full even beyond its hold.
+  auto big = f.billing->hold(HoldRequest{"r2", &admin, "priced", 10, 0});
+  ASSERT_TRUE(big);
+  const auto held = (*big)->amount_nanos();
+  auto c2 = io.await((*big)->settle(Usage{10, 1000, 0, false}, "p"));
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(*c2, 10 * 1000 + 1000 * 2000);
+  EXPECT_GT(*c2, held);
 }
 
 TEST(Billing, UnpricedModelsAreFree) {
