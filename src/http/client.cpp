@@ -1,5 +1,6 @@
 #include "alou/http/client.hpp"
 
+#include "alou/core/fd.hpp"
 #include "alou/core/metrics.hpp"
 
 #include <sys/socket.h>
@@ -383,6 +384,7 @@ net::awaitable<Result<std::unique_ptr<Connection>>> Client::Impl::connect(
   stream.expires_never();
   (void)endpoint;
   if (ec) co_return io_error(o.key, ec, "while connecting");
+  set_cloexec(stream.socket().native_handle());  // Asio opens sockets without SOCK_CLOEXEC
   error_code ignored;
   stream.socket().set_option(tcp::no_delay(true), ignored);
   if (auto* opened = o.tls ? opened_https : opened_http) opened->inc();

@@ -1,5 +1,6 @@
 #include "alou/http/server.hpp"
 
+#include "alou/core/fd.hpp"
 #include "alou/core/metrics.hpp"
 #include "alou/core/random.hpp"
 #include "alou/http/exchange.hpp"
@@ -32,6 +33,7 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <mutex>
 #include <optional>
@@ -571,6 +573,7 @@ class ServerImpl final : public Server {
         sock.close(ignored);
         continue;
       }
+      set_cloexec(sock.native_handle());  // Asio accepts without SOCK_CLOEXEC
       boost::system::error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
       auto remote = sock.remote_endpoint(ignored);
@@ -653,6 +656,10 @@ Result<std::unique_ptr<Server>> Server::create(net::io_context& ioc, const Serve
   tcp::acceptor acceptor(ioc);
   boost::system::error_code ec;
   acceptor.open(ep->protocol(), ec);
+  // No process Alou starts may hold the listening socket (a crashed Alou's
+  // orphan would keep the port); SO_REUSEADDR lets a restart bind at once
+  // while connections of the old process sit in TIME_WAIT.
+  if (!ec && !set_cloexec(acceptor.native_handle())) ec.assign(errno, boost::system::system_category());
   if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(*ep, ec);
   if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);

@@ -8,6 +8,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
@@ -243,7 +244,8 @@ std::string arg_text(const json& v) { return v.is_string() ? v.get<std::string>(
 
 class CommandTool final : public LocalTool {
  public:
-  explicit CommandTool(const ToolDef& d) : info_(info_of(d)), spec_(d.spec) {}
+  CommandTool(const ToolDef& d, std::shared_ptr<RunningChildren> runs)
+      : info_(info_of(d)), spec_(d.spec), runs_(std::move(runs)) {}
   const ToolInfo& info() const override { return info_; }
 
   net::awaitable<Result<json>> call(json arguments) override {
@@ -311,13 +313,30 @@ class CommandTool final : public LocalTool {
     d.close(ignored);
   }
 
+  static Error shutting_down() { return Error{503, "shutting_down", "Alou is shutting down; the command was not run"}; }
+
+  // SIGKILL and reaping in a coroutine of its own: the caller's was
+  // cancelled, so its next wait would throw before the child is reaped.
+  static void kill_and_reap_later(net::any_io_executor ex, pid_t pid, std::shared_ptr<RunningChildren> runs) {
+    kill_group(pid, SIGKILL);
+    auto reaper = [pid, runs = std::move(runs)]() -> net::awaitable<void> {
+      co_await reap(pid, std::chrono::milliseconds(1000), runs.get());
+    };
+    net::co_spawn(ex, std::move(reaper), net::detached);
+  }
+
   net::awaitable<Result<json>> run(const SpawnSpec& spec, std::string input) {
     using namespace net::experimental::awaitable_operators;
+    if (runs_->closed()) co_return shutting_down();
     auto child = spawn_process(spec);
     if (!child) co_return child.error();
     auto ex = co_await net::this_coro::executor;
     net::posix::stream_descriptor in(ex, child->stdin_fd), out(ex, child->stdout_fd), err(ex, child->stderr_fd);
     const pid_t pid = child->pid;
+    if (!runs_->add(pid)) {  // shutdown began during the spawn
+      kill_and_reap_later(ex, pid, nullptr);
+      co_return shutting_down();
+    }
     const auto timeout = std::chrono::milliseconds(spec_["timeout_ms"].get<std::uint64_t>());
     auto state = std::make_shared<Run>();
     net::steady_timer timer(ex, timeout);
@@ -339,9 +358,14 @@ class CommandTool final : public LocalTool {
       // Cancelled (the caller went away): the process goes too.
     }
     timer.cancel();
-    if (!completed) kill_group(pid, SIGKILL);
-    const int st = co_await reap(pid, std::chrono::milliseconds(1000));
-    if (!completed) co_return Error{499, "cancelled", "the call was cancelled; the command was killed"};
+    // A cancelled read ends like EOF: the state tells a cancelled call
+    // from a finished one.
+    const auto cs = co_await net::this_coro::cancellation_state;
+    if (!completed || cs.cancelled() != net::cancellation_type::none) {
+      kill_and_reap_later(ex, pid, runs_);
+      co_return Error{499, "cancelled", "the call was cancelled; the command was killed"};
+    }
+    const int st = co_await reap(pid, std::chrono::milliseconds(1000), runs_.get());
     const auto& l = spec_["limits"];
     std::string reason;
     if (state->timed_out) {
@@ -350,6 +374,8 @@ class CommandTool final : public LocalTool {
       reason = "killed: CPU limit of " + l.value("cpu_s", json(0)).dump() + " s exceeded";
     } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXFSZ) {
       reason = "killed: file size limit exceeded";
+    } else if (WIFSIGNALED(st) && runs_->closed()) {
+      reason = "killed: Alou is shutting down";
     } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
       reason = describe_status(st);
     }
@@ -363,6 +389,7 @@ class CommandTool final : public LocalTool {
 
   ToolInfo info_;
   json spec_;
+  std::shared_ptr<RunningChildren> runs_;
 };
 
 // --------------------------------------------------------------- HTTP --
@@ -442,8 +469,9 @@ Result<std::vector<ToolDef>> parse_registration(const json& body, const std::str
   return invalid("kind must be \"command\" or \"openapi\"");
 }
 
-Result<std::shared_ptr<LocalTool>> make_local_tool(const ToolDef& def, http::Client& client) {
-  if (def.kind == "command") return std::shared_ptr<LocalTool>(std::make_shared<CommandTool>(def));
+Result<std::shared_ptr<LocalTool>> make_local_tool(const ToolDef& def, http::Client& client,
+                                                   std::shared_ptr<RunningChildren> runs) {
+  if (def.kind == "command") return std::shared_ptr<LocalTool>(std::make_shared<CommandTool>(def, std::move(runs)));
   if (def.kind == "http") return std::shared_ptr<LocalTool>(std::make_shared<HttpTool>(def, client));
   return Error::internal("unknown tool kind " + def.kind);
 }

@@ -11,6 +11,8 @@
 //   working directory, LANG), a fresh temp working directory removed
 //   afterwards, the rlimits and the timeout (SIGKILL to its process group).
 //   Exit 0: stdout as text; otherwise isError with the reason and stderr.
+//   A run is recorded in the owner's RunningChildren while it lasts, so that
+//   shutdown can end it; a call cancelled by its caller kills the group.
 // OpenAPI tools (kind "openapi" at registration, stored as kind "http"):
 //   {kind: "openapi", prefix, risk, openapi: {document} | openapi_file: path,
 //    base_url?, operations?: [operationId]}
@@ -34,6 +36,8 @@ class Client;
 
 namespace alou::mcp {
 
+class RunningChildren;
+
 struct ToolDef {
   std::string name;
   std::string kind;      // "command" or "http"
@@ -46,7 +50,10 @@ struct ToolDef {
 // (openapi). Errors: 400 invalid_tool naming the field and the problem.
 Result<std::vector<ToolDef>> parse_registration(const nlohmann::json& body, const std::string& owner);
 
-// Builds the runnable tool from a stored definition. `client` must outlive it.
-Result<std::shared_ptr<LocalTool>> make_local_tool(const ToolDef& def, http::Client& client);
+// Builds the runnable tool from a stored definition. `client` must outlive
+// it; command runs are recorded in `runs` (once it is closed, a call answers
+// 503 shutting_down).
+Result<std::shared_ptr<LocalTool>> make_local_tool(const ToolDef& def, http::Client& client,
+                                                   std::shared_ptr<RunningChildren> runs);
 
 }  // namespace alou::mcp

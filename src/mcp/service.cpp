@@ -1,6 +1,7 @@
 #include "alou/mcp/service.hpp"
 
 #include "local_tool.hpp"
+#include "process.hpp"
 #include "registered.hpp"
 #include "schema.hpp"
 #include "upstream.hpp"
@@ -59,6 +60,7 @@ namespace {
 constexpr std::size_t kPageSize = 100;                 // tools/list, resources/list, prompts/list on /mcp
 constexpr std::chrono::seconds kSessionTtl{3600};     // /mcp session idle expiry
 constexpr std::string_view kSessionPrefix = "mcp:session:";
+constexpr std::chrono::milliseconds kChildGrace{2000};  // SIGTERM → SIGKILL of command runs at shutdown
 
 struct ToolMetrics {
   metrics::Counter* calls;
@@ -128,6 +130,9 @@ class ServiceImpl final : public Service, public ToolCatalogue {
   net::awaitable<void> shutdown() override {
     if (shut_down_) co_return;
     shut_down_ = true;
+    // Command runs still in flight after the server's grace: SIGTERM, then
+    // SIGKILL, each reaped before the io threads stop.
+    co_await end_children(*runs_, kChildGrace);
     for (auto& u : upstreams_) co_await u->shutdown();
   }
 
@@ -226,7 +231,7 @@ class ServiceImpl final : public Service, public ToolCatalogue {
       return Error::internal(std::string("loading registered tools: ") + e.what(), "storage_error");
     }
     for (const auto& d : defs) {
-      auto t = make_local_tool(d, tool_client_);
+      auto t = make_local_tool(d, tool_client_, runs_);
       if (!t) {
         spdlog::warn("registered tool {} not loaded: {}", d.name, t.error().message);
         continue;
@@ -381,7 +386,7 @@ class ServiceImpl final : public Service, public ToolCatalogue {
         if (snap->index.count(d.name)) {
           co_return ex.error(Error::conflict("a tool named \"" + d.name + "\" already exists", "tool_exists"));
         }
-        auto t = make_local_tool(d, tool_client_);
+        auto t = make_local_tool(d, tool_client_, runs_);
         if (!t) co_return ex.error(t.error());
         tools.push_back(*t);
       }
@@ -636,6 +641,7 @@ class ServiceImpl final : public Service, public ToolCatalogue {
   storage::Kv& kv_;
   metrics::Registry& metrics_;
   http::Client tool_client_;  // HTTP (OpenAPI) tools
+  std::shared_ptr<RunningChildren> runs_ = std::make_shared<RunningChildren>();  // command tools in flight
   std::vector<std::shared_ptr<Upstream>> upstreams_;
   bool shut_down_ = false;
 

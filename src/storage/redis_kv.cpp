@@ -9,6 +9,8 @@
 
 #include "redis_url.hpp"
 
+#include "alou/core/fd.hpp"
+
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -423,6 +425,7 @@ class Client final : public std::enable_shared_from_this<Client> {
       fail_waiting("redis at " + where() + ": " + why);
       return;
     }
+    set_cloexec(ac->c.fd);  // hiredis opens its socket without SOCK_CLOEXEC
     auto conn = std::make_shared<Conn>(strand_, ac, this);
     boost::system::error_code ec;
     conn->sd.assign(ac->c.fd, ec);

@@ -46,8 +46,10 @@ class Service {
   // server that fails to start is retried with backoff and never blocks
   // the others or Alou). Call once the io threads run.
   virtual void start() = 0;
-  // Stops the servers (SIGTERM, then SIGKILL for stdio; DELETE of the
-  // session over HTTP) and fails calls still in flight. Idempotent.
+  // Ends command tools still running (SIGTERM, then SIGKILL after 2 s; a
+  // later call answers 503 shutting_down), then stops the servers (SIGTERM,
+  // then SIGKILL for stdio; DELETE of the session over HTTP) and fails calls
+  // still in flight. Every child is reaped when it completes. Idempotent.
   virtual boost::asio::awaitable<void> shutdown() = 0;
   // One object per configured server, as GET /api/mcp/servers shows it.
   virtual nlohmann::json servers_status() const = 0;

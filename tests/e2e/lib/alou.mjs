@@ -218,9 +218,11 @@ async function httpOk(url) {
 /**
  * Starts `alou mock-upstream` and `alou serve` on free ports with a temp
  * config and data directory. Resolves once GET /api/health answers 200.
- * `extraToml` is appended to the config (e.g. [[mcp_servers]] tables).
+ * `extraToml` is appended to the config (e.g. [[mcp_servers]] tables);
+ * `extraEnv` is added to both processes' environment (settings such as
+ * ALOU_SERVER_SHUTDOWN_TIMEOUT_MS, which a second [server] table cannot set).
  */
-export async function startGateway({ extraToml = '' } = {}) {
+export async function startGateway({ extraToml = '', extraEnv = {} } = {}) {
   const dir = await mkdtemp(path.join(tmpdir(), 'alou-e2e-'));
   const dataDir = path.join(dir, 'data');
   const configPath = path.join(dir, 'alou.toml');
@@ -231,6 +233,7 @@ export async function startGateway({ extraToml = '' } = {}) {
   for (const k of Object.keys(env)) {
     if (/^ALOU_[A-Z]+_[A-Z_]+$/.test(k) && k !== 'ALOU_ADMIN_KEY') delete env[k];
   }
+  Object.assign(env, extraEnv);
 
   const children = [];
   const g = {

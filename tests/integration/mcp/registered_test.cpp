@@ -3,10 +3,17 @@
 // persisted in SQLite.
 #include "harness.hpp"
 
+#include "alou/mcp/service.hpp"
 #include "alou/storage/database.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <nlohmann/json.hpp>
+
+#include <fstream>
 
 namespace alou::itest {
 namespace {
@@ -164,6 +171,74 @@ TEST_F(Registered, ACommandOverItsTimeIsKilledAndReported) {
   EXPECT_EQ(body_json(f)["isError"], true);
   EXPECT_NE(text(f).find("exit code 4"), std::string::npos) << f.body();
   EXPECT_NE(text(f).find("broken"), std::string::npos) << f.body();
+}
+
+// A command that writes its pid to the file named by its argument, then
+// sleeps: the tests see the process itself.
+json sleeper(std::string name) {
+  return {{"kind", "command"},
+          {"name", std::move(name)},
+          {"risk", "read_only"},
+          {"input_schema", {{"type", "object"}, {"properties", {{"pidfile", {{"type", "string"}}}}}}},
+          {"command", {"sh", "-c", "echo $$ > \"$1.tmp\" && mv \"$1.tmp\" \"$1\" && exec sleep 300", "sh", "{{pidfile}}"}},
+          {"timeout_ms", 120000}};
+}
+
+pid_t read_pid(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+// Gone from /proc: killed and reaped (a zombie still has its entry).
+bool gone(pid_t pid) { return !std::filesystem::exists("/proc/" + std::to_string(pid)); }
+
+TEST_F(Registered, ACallWhoseClientGoesAwayKillsAndReapsTheCommand) {
+  ASSERT_EQ(reg(sleeper("sleeper")).result_int(), 201);
+  const auto pidfile = dir_ / "sleeper.pid";
+  Client c(ep());
+  Headers h = bearer(kAdminKey);
+  h.emplace_back("content-type", "application/json");
+  const json body = {{"arguments", {{"pidfile", pidfile.string()}}}};
+  ASSERT_FALSE(c.send(make_request(bhttp::verb::post, "/api/tools/sleeper/call", h, body.dump())));
+  ASSERT_TRUE(eventually([&] { return read_pid(pidfile) > 0; }, 5000ms));
+  const pid_t pid = read_pid(pidfile);
+  ASSERT_FALSE(gone(pid));
+  c.close();
+  EXPECT_TRUE(eventually([&] { return gone(pid); }, 3000ms)) << "the command (pid " << pid << ") outlived its call";
+}
+
+class RegisteredShutdown : public Registered {
+ protected:
+  void configure(Settings& s) override { s.server.shutdown_timeout_ms = 300; }
+};
+
+TEST_F(RegisteredShutdown, StopEndsACommandStillRunningAndRefusesNewRuns) {
+  ASSERT_EQ(reg(sleeper("sleeper")).result_int(), 201);
+  const auto pidfile = dir_ / "sleeper.pid";
+  Client c(ep());
+  Headers h = bearer(kAdminKey);
+  h.emplace_back("content-type", "application/json");
+  const json body = {{"arguments", {{"pidfile", pidfile.string()}}}};
+  ASSERT_FALSE(c.send(make_request(bhttp::verb::post, "/api/tools/sleeper/call", h, body.dump())));
+  ASSERT_TRUE(eventually([&] { return read_pid(pidfile) > 0; }, 5000ms));
+  const pid_t pid = read_pid(pidfile);
+  const auto t0 = std::chrono::steady_clock::now();
+  app_->stop();
+  // stop() returns once every child is reaped: nothing left to wait for.
+  EXPECT_TRUE(gone(pid)) << "the command (pid " << pid << ") outlived Alou's shutdown";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  // After shutdown the catalogue refuses to start a command.
+  boost::asio::io_context ioc;
+  auto call = boost::asio::co_spawn(
+      ioc, app_->mcp().catalogue().call_tool("sleeper", {{"pidfile", (dir_ / "late.pid").string()}}, nullptr),
+      boost::asio::use_future);
+  ioc.run();
+  const auto r = call.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "shutting_down");
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "late.pid"));
 }
 
 TEST_F(Registered, OpenApiOperationsBecomeHttpTools) {
