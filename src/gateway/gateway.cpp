@@ -784,10 +784,17 @@ class GatewayImpl final : public Gateway, public ChatService {
     const DurationTimer timer{duration(model)};
     Hold& hold = *prep->hold;
     json& body = call.body;
-    std::optional<RawBody> raw;
-    if (is_chat && !call.raw.empty()) raw = forwardable(call.raw, model);
-    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     const auto cap = is_chat ? hold.output_cap() : 0;
+    std::optional<RawBody> raw;
+    // A text that names a cap field already (`"max_tokens": null`) would
+    // carry two of them once the cap is spliced in, and upstreams differ on
+    // which one wins: such a body is serialised instead.
+    if (is_chat && !call.raw.empty() &&
+        (cap == 0 || (call.raw.find("\"max_tokens\"") == std::string_view::npos &&
+                      call.raw.find("\"max_completion_tokens\"") == std::string_view::npos))) {
+      raw = forwardable(call.raw, model);
+    }
+    UpstreamFailure last{Error::unavailable("no provider answered", "no_provider")};
     const auto& targets = prep->targets;
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const Target& t = *targets[ti];

@@ -49,6 +49,10 @@ class Recorder final : public http::Filter {
     std::lock_guard lock(mu_);
     return bodies_.empty() ? json() : json::parse(bodies_.back(), nullptr, false);
   }
+  std::string last_text() {
+    std::lock_guard lock(mu_);
+    return bodies_.empty() ? std::string() : bodies_.back();
+  }
   std::size_t count() {
     std::lock_guard lock(mu_);
     return bodies_.size();
@@ -214,6 +218,14 @@ TEST_F(MoneyTest, TheCapReachesTheWireInTheProvidersField) {
   sent = recorder_->last();
   EXPECT_EQ(sent["max_completion_tokens"], 100) << sent.dump();
   EXPECT_FALSE(sent.contains("max_tokens"));
+  // A body that names the field already (null: "no limit") gets exactly one, the cap.
+  const json nulled = {{"model", "wired"},
+                       {"max_tokens", nullptr},
+                       {"messages", json::array({{{"role", "user"}, {"content", "hello"}}})}};
+  ASSERT_EQ(post_json("/v1/chat/completions", nulled, k.secret).result_int(), 200);
+  EXPECT_EQ(recorder_->last()["max_tokens"], 100);
+  EXPECT_EQ(recorder_->last_text().find("max_tokens"), recorder_->last_text().rfind("max_tokens"))
+      << recorder_->last_text();
   // Output that costs nothing needs no cap: the request goes as it came.
   const Res f = post_json("/v1/chat/completions", chat_body("free", "hello"), k.secret);
   ASSERT_EQ(f.result_int(), 200) << f.body();
