@@ -289,20 +289,9 @@ class ServiceImpl final : public Service {
 
   // Single use, atomically: SET NX of the spent marker decides the one winner.
   net::awaitable<std::optional<Error>> consume_nonce(const SignInMessage& m) {
+    if (auto e = co_await check_nonce(m)) co_return e;
     const std::string key = nonce_key(m.nonce);
-    auto bound = co_await kv_.get(key);  // key is a named local (GCC 12: no temporaries in co_await)
-    if (!bound) co_return bound.error();
     const Ms ttl(std::int64_t{ws_.nonce_ttl_s} * 1000);
-    if (!bound->has_value()) {
-      std::string marker = spent_key(m.nonce);
-      auto spent = co_await kv_.get(std::move(marker));
-      if (!spent) co_return spent.error();
-      if (spent->has_value()) co_return Error::conflict("this nonce was already used; request a new one", "nonce_used");
-      co_return Error::unauthorized("unknown or expired nonce; request a new one", "nonce_unknown");
-    }
-    if (**bound != std::string(chain_name(m.chain)) + "|" + m.address) {
-      co_return Error::unauthorized("this nonce was issued for another address", "nonce_address_mismatch");
-    }
     std::string marker = spent_key(m.nonce);
     std::string one = "1";
     auto won = co_await kv_.set_if_absent(std::move(marker), std::move(one), ttl);

@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,16 +74,26 @@ int reap_now(pid_t pid, std::chrono::milliseconds grace) {
   return done.get();
 }
 
+// Waits, without polling, until `pid` has exited (a zombie counts): its
+// pidfd becomes readable. False if it still runs after `timeout`.
+bool exited_within(pid_t pid, std::chrono::milliseconds timeout) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;  // gone already
+  pollfd p{fd, POLLIN, 0};
+  int r = 0;
+  do {
+    r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (r < 0 && errno == EINTR);
+  ::close(fd);
+  return r == 1;
+}
+
 // Waits for a child of ours (an orphan handed to us as subreaper) to end:
 // its wait status, or -1 if it still runs after `timeout`.
 int wait_for(pid_t pid, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == pid) return st;
-    std::this_thread::sleep_for(5ms);
-  }
-  return -1;
+  if (!exited_within(pid, timeout)) return -1;
+  int st = 0;
+  return ::waitpid(pid, &st, 0) == pid ? st : -1;
 }
 
 // The one-letter state in /proc/PID/stat ('Z': zombie); 0 if there is none.
@@ -186,8 +197,7 @@ TEST_F(Subreaper, AChildDiesWithItsParentWithoutTheGuard) {
   const pid_t guard = guard_of(m.pid);
   ASSERT_GT(guard, 0) << "the intermediate started no child guard";
   ASSERT_EQ(::kill(guard, SIGKILL), 0);
-  const auto deadline = std::chrono::steady_clock::now() + 2s;
-  while (state_of(guard) != 'Z' && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(exited_within(guard, 2s));
   ASSERT_EQ(state_of(guard), 'Z');
   ASSERT_EQ(::kill(m.pid, SIGKILL), 0);
   ASSERT_EQ(::waitpid(m.pid, nullptr, 0), m.pid);
