@@ -21,7 +21,7 @@ unsigned ServerSettings::io_threads() const {
 namespace {
 
 // How a setting is typed; environment overrides are converted by kind.
-enum class Kind { kString, kUint, kInt, kBool, kDouble, kStringList, kUintList };
+enum class Kind { kString, kUint, kInt, kBool, kDouble, kStringList, kUintList, kStringMap };
 
 struct Field {
   const char* key;
@@ -61,6 +61,7 @@ const char* kind_name(const Field& f) {
     case Kind::kDouble: return "a number";
     case Kind::kStringList: return "an array of strings";
     case Kind::kUintList: return "an array of non-negative integers";
+    case Kind::kStringMap: return "a table of strings";
   }
   return "a value";
 }
@@ -96,6 +97,31 @@ class Binder {
         }
         break;
       }
+      case Kind::kStringMap: {
+        ok = n.is_table();
+        if (ok) {
+          for (const auto& [mk, mv] : *n.as_table()) {
+            if (!mv.is_string()) {
+              return error(path + "." + std::string(mk.str()), "expected a string, got " + describe(mv));
+            }
+            if (!f.one_of.empty()) {
+              const auto v = *mv.value<std::string>();
+              bool found = false;
+              std::string list;
+              for (const auto& o : f.one_of) {
+                found = found || o == v;
+                list += (list.empty() ? "" : ", ") + o;
+              }
+              if (!found) {
+                return error(path + "." + std::string(mk.str()), "expected one of " + list + ", got \"" + v + "\"");
+              }
+            }
+          }
+          f.assign(n);
+          return std::nullopt;
+        }
+        break;
+      }
     }
     if (!ok) return error(path, std::string("expected ") + kind_name(f) + ", got " + describe(n));
     if (f.kind == Kind::kUint || f.kind == Kind::kInt) {
@@ -124,6 +150,7 @@ class Binder {
     const std::string path = "environment " + var;
     switch (f.kind) {
       case Kind::kString: return assign(f, toml::value<std::string>(value), path);
+      case Kind::kStringMap: return error(path, "a table cannot be set from the environment");
       case Kind::kUint:
       case Kind::kInt: {
         std::int64_t v = 0;
@@ -329,6 +356,16 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string source, 
   const std::vector<Field> agent = {
       {"model", Kind::kString, set_to(s.agent.model)},
       {"max_steps", Kind::kUint, set_to(s.agent.max_steps), 1, 1000},
+      {"workers", Kind::kUint, set_to(s.agent.workers), 1, 1024},
+      {"queue_max", Kind::kUint, set_to(s.agent.queue_max), 0, 1'000'000},
+      {"tool_timeout_s", Kind::kUint, set_to(s.agent.tool_timeout_s), 1, 86400},
+      {"approval_ttl_s", Kind::kUint, set_to(s.agent.approval_ttl_s), 1, kU32Max},
+      {"max_tool_output_bytes", Kind::kUint, set_to(s.agent.max_tool_output_bytes), 256, 64 << 20},
+      {"tool_risk", Kind::kStringMap,
+       [&s](const toml::node& nd) {
+         for (const auto& [mk, mv] : *nd.as_table()) s.agent.tool_risk[std::string(mk.str())] = *mv.value<std::string>();
+       },
+       0, 0, {"read", "read_only", "write", "external_write"}},
   };
 
   const std::vector<Field> billing = {

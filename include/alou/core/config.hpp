@@ -74,7 +74,15 @@ struct SessionsSettings {
 
 struct AgentSettings {
   std::string model = "mock";
-  std::uint32_t max_steps = 8;
+  std::uint32_t max_steps = 8;                   // model calls per run
+  std::uint32_t workers = 4;                     // runs at once; more wait in the queue
+  std::uint32_t queue_max = 1000;                // runs waiting; past it: 503 queue_full
+  std::uint32_t tool_timeout_s = 30;             // each tool call of a run
+  std::uint32_t approval_ttl_s = 86400;          // a pending approval expires after this
+  std::uint32_t max_tool_output_bytes = 65536;   // a tool result past this is truncated (and says so)
+  // Risk class overrides by exposed tool name or "<server>__*":
+  // read | write | external_write ("read_only" = read).
+  std::map<std::string, std::string> tool_risk;
 };
 
 struct BillingSettings {
